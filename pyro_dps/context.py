@@ -1,0 +1,114 @@
+"""What a BADS model sees: the problem (network, data, loss) and, per step, a `ModelContext`."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable
+
+import torch
+from torch import nn
+from torch.func import functional_call
+
+from .losses import cross_entropy
+
+LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+@dataclass
+class Problem:
+    """A network, its per-example loss and the train and meta tensors it is fitted on.
+
+    Train and meta inputs are stored concatenated so that one gather feeds one forward pass.
+    """
+
+    net: nn.Module
+    x_train: torch.Tensor
+    y_train: torch.Tensor
+    x_meta: torch.Tensor | None = None
+    y_meta: torch.Tensor | None = None
+    loss: LossFn = cross_entropy
+    x_all: torch.Tensor = field(init=False, repr=False)
+    y_all: torch.Tensor = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.x_meta is None:
+            self.x_meta = self.x_train[:0]
+            self.y_meta = self.y_train[:0]
+        self.x_all = torch.cat([self.x_train, self.x_meta])
+        self.y_all = torch.cat([self.y_train, self.y_meta])
+        self.param_shapes = {name: p.shape for name, p in self.net.named_parameters()}
+        self.buffers = dict(self.net.named_buffers())
+
+    @property
+    def n_train(self) -> int:
+        return self.x_train.shape[0]
+
+    @property
+    def n_meta(self) -> int:
+        return self.x_meta.shape[0]
+
+    @property
+    def device(self) -> torch.device:
+        return self.x_train.device
+
+    def forward(self, params: dict[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
+        """The network's output with the given parameters (the module's own are not used)."""
+        return functional_call(self.net, (params, self.buffers), (x,))
+
+    def losses(self, params: dict[str, torch.Tensor], rows: torch.Tensor) -> torch.Tensor:
+        """Per-example losses for rows of the concatenated train+meta data (meta rows offset by N_t)."""
+        return self.loss(self.forward(params, self.x_all[rows]), self.y_all[rows])
+
+    def to(self, device: torch.device | str) -> "Problem":
+        """The same problem with network and data on `device`."""
+        return Problem(self.net.to(device), self.x_train.to(device), self.y_train.to(device),
+                       self.x_meta.to(device), self.y_meta.to(device), self.loss)
+
+
+class ModelContext:
+    """One step's view for the Pyro model: sizes, minibatch indices, and the per-example loss.
+
+    `w_sum_rest` is the sum of the weights outside the batch, kept incrementally by the kernel, so the
+    sparsity prior on `sum_i w_i` costs O(batch) per step.
+    """
+
+    __slots__ = ("problem", "train_idx", "meta_idx", "w_sum_rest", "_losses")
+
+    def __init__(self, problem: Problem, train_idx: torch.Tensor, meta_idx: torch.Tensor,
+                 w_sum_rest: torch.Tensor | float = 0.0):
+        self.problem = problem
+        self.train_idx = train_idx
+        self.meta_idx = meta_idx
+        self.w_sum_rest = w_sum_rest
+        self._losses = None
+
+    @property
+    def n_train(self) -> int:
+        return self.problem.n_train
+
+    @property
+    def n_meta(self) -> int:
+        return self.problem.n_meta
+
+    @property
+    def param_shapes(self) -> dict[str, torch.Size]:
+        return self.problem.param_shapes
+
+    def _both_losses(self, theta: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        # One forward pass over train and meta rows together; cached for the step.
+        if self._losses is None or self._losses[0] is not theta:
+            rows = torch.cat([self.train_idx, self.meta_idx + self.n_train])
+            both = self.problem.losses(theta, rows)
+            self._losses = (theta, both.split([self.train_idx.numel(), self.meta_idx.numel()]))
+        return self._losses[1]
+
+    def train_losses(self, theta: dict[str, torch.Tensor]) -> torch.Tensor:
+        """l(z_i; theta) for the batch's training examples."""
+        return self._both_losses(theta)[0]
+
+    def meta_losses(self, theta: dict[str, torch.Tensor]) -> torch.Tensor:
+        """l(z_j; theta) for the batch's meta examples."""
+        return self._both_losses(theta)[1]
+
+    def w_sum(self, w_batch: torch.Tensor) -> torch.Tensor:
+        """sum_i w_i over all of D_t: the batch's weights plus the kept sum of the rest."""
+        return self.w_sum_rest + w_batch.sum()

@@ -1,0 +1,54 @@
+"""Data for Bayesian data point selection: train/meta/test containers, corruptions, file readers, scenarios."""
+
+from pyro_dps.data.builders import cifar10_noisy_splits, digits_splits, mnist_4v9_splits, mnist_like_noisy_splits
+from pyro_dps.data.corruption import (
+    CIFAR10_ASYMMETRIC,
+    MNIST_ASYMMETRIC,
+    asymmetric_noise,
+    binary_imbalance,
+    long_tail,
+    long_tail_counts,
+    symmetric_noise,
+)
+from pyro_dps.data.loaders import (
+    CIFAR10_CLASS_NAMES,
+    DATA_ENV_VAR,
+    channel_stats,
+    data_file,
+    images_to_float,
+    load_cifar10,
+    load_cifar10_batches,
+    load_idx,
+    load_mnist,
+    load_mnist_idx,
+    load_npz,
+)
+from pyro_dps.data.splits import DataSplits, from_arrays, from_datasets
+
+__all__ = [
+    "CIFAR10_ASYMMETRIC",
+    "CIFAR10_CLASS_NAMES",
+    "DATA_ENV_VAR",
+    "MNIST_ASYMMETRIC",
+    "DataSplits",
+    "asymmetric_noise",
+    "binary_imbalance",
+    "channel_stats",
+    "cifar10_noisy_splits",
+    "data_file",
+    "digits_splits",
+    "from_arrays",
+    "from_datasets",
+    "images_to_float",
+    "load_cifar10",
+    "load_cifar10_batches",
+    "load_idx",
+    "load_mnist",
+    "load_mnist_idx",
+    "load_npz",
+    "long_tail",
+    "long_tail_counts",
+    "mnist_4v9_splits",
+    "mnist_like_noisy_splits",
+    "symmetric_noise",
+]

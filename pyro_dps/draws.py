@@ -1,0 +1,76 @@
+"""Where a run's thinned draws go: memory while they fit the budget, else a netCDF file written as they come.
+
+Layout (ArviZ's): `weights` with dims (chain, draw, example); scalars with dims (chain, draw).
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import xarray as xr
+
+
+class DrawStore:
+    """Thinned draws of all N_t weights and per-draw scalars for every chain."""
+
+    def __init__(self, chains: int, draws: int, example_ids: np.ndarray, scalar_names: list[str],
+                 memory_budget_mb: float = 512.0, spill_path: str | os.PathLike | None = None):
+        self.chains, self.draws = chains, draws
+        self.example_ids = np.asarray(example_ids)
+        self.scalar_names = list(scalar_names)
+        self.scalars = {k: np.full((chains, draws), np.nan, dtype=np.float64) for k in scalar_names}
+        n = len(self.example_ids)
+        self.streamed = chains * draws * n * 4 > memory_budget_mb * 2 ** 20
+        if self.streamed:
+            import netCDF4
+            if spill_path is None:
+                raise ValueError("the draws exceed memory_budget_mb; give spill_path for the netCDF file")
+            self.path = Path(spill_path)
+            self._nc = netCDF4.Dataset(self.path, "w")
+            for dim, size in (("chain", chains), ("draw", draws), ("example", n)):
+                self._nc.createDimension(dim, size)
+            self._nc.createVariable("example", "i8", ("example",))[:] = self.example_ids
+            self._weights = self._nc.createVariable("weights", "f4", ("chain", "draw", "example"),
+                                                    chunksizes=(1, 1, n), zlib=False)
+        else:
+            self.path = None
+            self._weights = np.full((chains, draws, n), np.nan, dtype=np.float32)
+
+    def record(self, chain: int, draw: int, weights: np.ndarray, scalars: dict[str, float]) -> None:
+        self._weights[chain, draw, :] = weights
+        for k, v in scalars.items():
+            self.scalars[k][chain, draw] = v
+
+    def close(self) -> None:
+        if self.streamed and self._nc.isopen():
+            self._nc.close()
+
+    def weights(self) -> xr.DataArray:
+        """All weight draws as a DataArray (lazy, backed by the file, when streamed)."""
+        if self.streamed:
+            self.close()
+            return xr.open_dataset(self.path)["weights"]
+        return xr.DataArray(self._weights, dims=("chain", "draw", "example"),
+                            coords={"chain": np.arange(self.chains), "draw": np.arange(self.draws),
+                                    "example": self.example_ids}, name="weights")
+
+    def dataset(self) -> xr.Dataset:
+        """Weights and scalars in one Dataset with ArviZ's dims."""
+        ds = xr.Dataset({"weights": self.weights()})
+        for k, v in self.scalars.items():
+            ds[k] = (("chain", "draw"), v)
+        return ds.assign_coords(chain=np.arange(self.chains), draw=np.arange(self.draws))
+
+
+def save_draws(ds: xr.Dataset, path: str | os.PathLike) -> None:
+    """Write draws to netCDF atomically (a temporary file, then a rename)."""
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    ds.load().to_netcdf(tmp)
+    os.replace(tmp, path)
+
+
+def load_draws(path: str | os.PathLike) -> xr.Dataset:
+    """Draws written by `save_draws` (or streamed by a run)."""
+    return xr.open_dataset(path)

@@ -1,0 +1,193 @@
+"""The run driver: several chains of a minibatch SG-MCMC kernel, thinned draws, snapshots, progress.
+
+    posterior = fit(model, problem, hyper, SamplerConfig(chains=4, warmup=2000, samples=100, thin=20))
+    posterior.weight_summary()["mean"], posterior.predict_proba(x_test)
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any, Callable
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from .context import Problem
+from .draws import DrawStore
+from .errors import ConfigError
+from .kernels import ALGORITHMS, MinibatchSampler
+from .kernels.base import resync_w_sum
+from .potential import TracePotential, log_joint_estimate, make_potential
+
+SCALARS = ["log_joint", "meta_loss", "train_loss", "w_mean", "theta_norm"]
+
+
+@dataclass
+class SamplerConfig:
+    """How to sample: kernel and its settings, chains, warm-up, draws, thinning, batches, device."""
+
+    kernel: str = "psgld"
+    step_size: Any = 1e-3
+    local_step_size: Any = None
+    temperature: float = 1.0
+    kernel_kwargs: dict = field(default_factory=dict)
+    chains: int = 4
+    warmup: int = 1000
+    samples: int = 100
+    thin: int = 10
+    batch_size: int = 128
+    meta_batch_size: int | None = None
+    snapshots: int = 10
+    seed: int = 0
+    device: str = "cpu"
+    potential: str = "auto"
+    memory_budget_mb: float = 512.0
+    progress: bool = True
+    log_every: int = 200
+
+    def validate(self, problem: Problem) -> "SamplerConfig":
+        checks = [
+            (self.kernel in ALGORITHMS, f"kernel must be one of {sorted(ALGORITHMS)}, got {self.kernel!r}"),
+            (isinstance(self.chains, int) and self.chains >= 1, f"chains must be an integer >= 1, got {self.chains!r}"),
+            (isinstance(self.warmup, int) and self.warmup >= 0, f"warmup must be an integer >= 0, got {self.warmup!r}"),
+            (isinstance(self.samples, int) and self.samples >= 1, f"samples must be an integer >= 1, got {self.samples!r}"),
+            (isinstance(self.thin, int) and self.thin >= 1, f"thin must be an integer >= 1, got {self.thin!r}"),
+            (isinstance(self.batch_size, int) and 1 <= self.batch_size <= problem.n_train,
+             f"batch_size must be an integer in [1, N_t={problem.n_train}], got {self.batch_size!r}"),
+            (self.meta_batch_size is None or (isinstance(self.meta_batch_size, int) and self.meta_batch_size >= 1),
+             f"meta_batch_size must be an integer >= 1, got {self.meta_batch_size!r}"),
+            (isinstance(self.temperature, (int, float)) and self.temperature >= 0 and math.isfinite(self.temperature),
+             f"temperature must be >= 0, got {self.temperature!r}"),
+            (isinstance(self.snapshots, int) and 0 <= self.snapshots <= self.samples,
+             f"snapshots must be an integer in [0, samples={self.samples}], got {self.snapshots!r}"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise ConfigError(message)
+        return self
+
+
+@dataclass
+class Posterior:
+    """A finished run: weight draws, per-draw scalars, final theta per chain and theta snapshots."""
+
+    draws: DrawStore
+    final_theta: list[torch.Tensor]
+    snapshots: list[torch.Tensor]
+    potential: TracePotential
+    problem: Problem
+    config: SamplerConfig
+    hyper: dict
+    seconds: float
+
+    def dataset(self):
+        """Draws as an xarray Dataset with dims (chain, draw[, example])."""
+        return self.draws.dataset()
+
+    def weight_summary(self, quantiles: tuple[float, float] = (0.05, 0.95)) -> dict[str, np.ndarray]:
+        """Per-example posterior mean, sd and central interval of w over all chains and draws."""
+        w = self.draws.weights()
+        flat = w.stack(sample=("chain", "draw"))
+        return {"mean": flat.mean("sample").values, "sd": flat.std("sample", ddof=1).values,
+                f"q{int(quantiles[0] * 100):02d}": flat.quantile(quantiles[0], "sample").values,
+                f"q{int(quantiles[1] * 100):02d}": flat.quantile(quantiles[1], "sample").values}
+
+    @torch.no_grad()
+    def predict_proba(self, x: torch.Tensor, ensemble: bool = True, chain: int = 0,
+                      batch_size: int = 1024) -> torch.Tensor:
+        """Class probabilities: averaged over all snapshots of all chains, or from one chain's last iterate."""
+        thetas = self.snapshots if ensemble else [self.final_theta[chain]]
+        if not thetas:
+            raise ConfigError("no theta snapshots were kept (snapshots=0); use ensemble=False")
+        x = x.to(self.problem.device)
+        total = 0.0
+        for theta in thetas:
+            params = self.potential.network_params(theta)
+            probs = torch.cat([self.problem.forward(params, x[i:i + batch_size]).softmax(-1)
+                               for i in range(0, x.shape[0], batch_size)])
+            total = total + probs
+        return (total / len(thetas)).cpu()
+
+
+def fit(model: Callable, problem: Problem, hyper: dict | None = None, config: SamplerConfig | None = None,
+        spill_path: str | None = None, example_ids: np.ndarray | None = None) -> Posterior:
+    """Run `config.chains` chains of BADS inference on `problem` and keep thinned draws."""
+    config = (config or SamplerConfig()).validate(problem)
+    device = torch.device(config.device)
+    problem = problem.to(device)
+    hyper = dict(hyper or {})
+    potential = make_potential(model, problem, hyper, config.potential, torch.Generator().manual_seed(config.seed))
+    has_table = potential.local_site is not None
+    n = problem.n_train
+    ids = np.arange(n) if example_ids is None else np.asarray(example_ids)
+    store = DrawStore(config.chains, config.samples, ids if has_table else ids[:0], SCALARS,
+                      config.memory_budget_mb, spill_path)
+    keep = set(np.linspace(0, config.samples - 1, config.snapshots).round().astype(int).tolist()) \
+        if config.snapshots else set()
+    finals, snapshots = [], []
+    start = time.perf_counter()
+    total_steps = config.warmup + config.samples * config.thin
+    init_u = _initial_u(potential)
+    for chain in range(config.chains):
+        gen = torch.Generator(device=device).manual_seed(config.seed * 1000 + chain)
+        algorithm = ALGORITHMS[config.kernel](potential, config.step_size, temperature=config.temperature,
+                                              local_step_size=config.local_step_size, generator=gen,
+                                              **config.kernel_kwargs)
+        train_batches = MinibatchSampler(n, config.batch_size, gen, device)
+        meta_batches = MinibatchSampler(problem.n_meta, config.meta_batch_size or config.batch_size, gen, device)
+        table = torch.full((n,), init_u, device=device) if has_table else None
+        state = algorithm.init(potential.init_theta(gen), table)
+        bar = tqdm(total=total_steps, desc=f"chain {chain + 1}/{config.chains}", disable=not config.progress,
+                   leave=False, dynamic_ncols=True)
+        draw = 0
+        for t in range(1, total_steps + 1):
+            state = algorithm.step(state, (train_batches(), meta_batches()))
+            if t % config.log_every == 0 or t == total_steps:
+                bar.update(t - bar.n)
+                bar.set_postfix(_progress(state, n), refresh=False)
+            if t > config.warmup and (t - config.warmup) % config.thin == 0:
+                resync_w_sum(potential, state)
+                weights = potential.weights(state.table).float().cpu().numpy() if has_table else np.zeros(0)
+                store.record(chain, draw, weights, _scalars(potential, state, n))
+                if draw in keep:
+                    snapshots.append(state.theta.detach().clone())
+                draw += 1
+        bar.close()
+        if not all(math.isfinite(float(v)) for v in state.stats.values()):
+            raise FloatingPointError(f"chain {chain} ended with non-finite statistics {_progress(state, n)}; "
+                                     "lower the step size")
+        finals.append(state.theta.detach().clone())
+    seconds = time.perf_counter() - start
+    return Posterior(store, finals, snapshots, potential, problem, config, potential.hyper, seconds)
+
+
+def _initial_u(potential: TracePotential) -> float:
+    # Start every weight at the prior's target fraction beta (w = beta), else at w = 0.5.
+    beta = potential.hyper.get("beta", 0.5)
+    beta = min(max(float(beta), 1e-3), 1 - 1e-3) if isinstance(beta, (int, float)) else 0.5
+    return math.log(beta / (1 - beta))
+
+
+def _progress(state, n: int) -> dict[str, str]:
+    out = {k: f"{float(v):.3g}" for k, v in state.stats.items() if k in ("train_loss", "meta_loss")}
+    if state.table is not None:
+        out["w_mean"] = f"{float(state.w_sum) / n:.3f}"
+    return out
+
+
+def _scalars(potential: TracePotential, state, n: int) -> dict[str, float]:
+    stats = state.stats
+    return {
+        "log_joint": log_joint_estimate(potential, state.theta, state.table, stats),
+        "meta_loss": float(stats.get("meta_loss", float("nan"))),
+        "train_loss": float(stats.get("train_loss", float("nan"))),
+        "w_mean": float(state.w_sum) / n if state.table is not None else float("nan"),
+        "theta_norm": float(state.theta.norm()),
+    }
+
+
+def config_dict(config: SamplerConfig) -> dict:
+    """The config as plain data (for metrics and reports)."""
+    return {k: (v if not callable(v) else repr(v)) for k, v in asdict(config).items()}

@@ -1,0 +1,232 @@
+"""The shared machinery of every minibatch SG-MCMC kernel.
+
+A kernel is an `UpdateRule` (how one block moves given its gradient: the only thing SGLD, pSGLD,
+SGHMC and the paper's noisy optimiser differ in) plugged into one blocked-Langevin step:
+
+    state = init(theta, table)
+    state = step(state, (train_idx, meta_idx))
+
+theta gets the minibatch gradient of the full log joint; only the batch's rows of the per-example
+table move, with their exact conditional gradient; `sum_i w_i` is kept incrementally. Nothing in a
+step is O(N_t) and nothing is read back to the host, so a step runs asynchronously on CUDA.
+`SGMCMCKernel` wraps the same pair as a `pyro.infer.mcmc.MCMCKernel`.
+"""
+from __future__ import annotations
+
+import math
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import torch
+from pyro.infer.mcmc.mcmc_kernel import MCMCKernel
+
+from ..context import Problem
+from ..errors import ConfigError
+from ..potential import TracePotential, make_potential
+from ..schedules import make_schedule
+
+Batch = tuple[torch.Tensor, torch.Tensor]
+U_CLAMP = 15.0  # |u| bound: sigmoid(15) < 1 in float32, so weights stay inside (0, 1)
+
+
+@dataclass
+class SGMCMCState:
+    """A chain's position and kernel state; a plain record, updated in place and returned."""
+
+    theta: torch.Tensor  # flat unconstrained global position
+    table: torch.Tensor | None  # per-example unconstrained weights u (w = sigmoid(u)), length N_t
+    theta_aux: dict[str, Any]  # the rule's state for theta (momentum, preconditioner, ...)
+    table_aux: dict[str, torch.Tensor]  # the rule's per-row state for the table
+    w_sum: torch.Tensor  # float64 scalar, sum_i w_i
+    step: int = 0
+    stats: dict[str, torch.Tensor] = field(default_factory=dict)
+
+
+class UpdateRule(ABC):
+    """How a block x moves given d log p / dx: in place, on x's device, no host reads."""
+
+    @abstractmethod
+    def init(self, x: torch.Tensor) -> dict[str, Any]:
+        """Per-coordinate state for a block shaped like x."""
+
+    @abstractmethod
+    def apply(self, x: torch.Tensor, g: torch.Tensor, aux: dict[str, Any], eps: float,
+              temperature: float, generator: torch.Generator | None) -> None:
+        """One move of x (and aux) with step size eps at the given temperature."""
+
+
+def noise_like(x: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+    """Standard normal noise drawn on x's device from the chain's generator."""
+    return torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+
+
+class MinibatchSampler:
+    """Fixed-size batches without replacement within an epoch, drawn on the data's device."""
+
+    def __init__(self, n: int, batch_size: int, generator: torch.Generator | None, device: torch.device):
+        self.n, self.batch_size, self.generator, self.device = n, min(batch_size, n), generator, device
+        self.perm = torch.empty(0, dtype=torch.long, device=device)
+        self.pos = 0
+
+    def __call__(self) -> torch.Tensor:
+        if self.n == 0:
+            return self.perm[:0]
+        if self.pos + self.batch_size > self.perm.numel():
+            self.perm = torch.randperm(self.n, generator=self.generator, device=self.device)
+            self.pos = 0
+        out = self.perm[self.pos:self.pos + self.batch_size]
+        self.pos += self.batch_size
+        return out
+
+    def state_dict(self) -> dict:
+        return {"perm": self.perm, "pos": self.pos}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.perm, self.pos = state["perm"].to(self.device), int(state["pos"])
+
+
+@dataclass
+class SamplingAlgorithm:
+    """A sampler as a pair of functions (BlackJAX style)."""
+
+    init: Callable[..., SGMCMCState]
+    step: Callable[[SGMCMCState, Batch], SGMCMCState]
+
+
+def blocked_langevin(potential: TracePotential, rule: UpdateRule, step_size, temperature: float = 1.0,
+                     local_step_size=None, local_rule: UpdateRule | None = None,
+                     generator: torch.Generator | None = None) -> SamplingAlgorithm:
+    """Random-scan blocked SG-MCMC on (theta, w): the step every kernel shares."""
+    if temperature < 0 or not math.isfinite(temperature):
+        raise ConfigError(f"temperature must be >= 0 and finite, got {temperature!r}")
+    eps_theta = make_schedule(step_size)
+    eps_local = make_schedule(step_size if local_step_size is None else local_step_size)
+    local_rule = local_rule or rule
+    has_table = potential.local_site is not None
+
+    def init(theta: torch.Tensor, table: torch.Tensor | None = None) -> SGMCMCState:
+        theta = theta.detach().clone()
+        if has_table:
+            table = table.detach().clone().clamp_(-U_CLAMP, U_CLAMP)
+            w_sum = potential.weights(table).double().sum()
+            table_aux = local_rule.init(table)
+        else:
+            table, w_sum, table_aux = None, torch.zeros((), dtype=torch.float64, device=theta.device), {}
+        return SGMCMCState(theta, table, rule.init(theta), table_aux, w_sum)
+
+    def step(state: SGMCMCState, batch: Batch) -> SGMCMCState:
+        train_idx, meta_idx = batch
+        t = state.step
+        if has_table:
+            u = state.table[train_idx]
+            rest = state.w_sum - potential.weights(u).double().sum()
+        else:
+            u, rest = None, state.w_sum
+        grads = potential.grads(state.theta, u, train_idx, meta_idx, rest)
+        rule.apply(state.theta, grads.theta, state.theta_aux, eps_theta(t), temperature, generator)
+        if has_table:
+            rows = {k: v[train_idx] for k, v in state.table_aux.items()}
+            local_rule.apply(u, grads.local, rows, eps_local(t), temperature, generator)
+            u.clamp_(-U_CLAMP, U_CLAMP)
+            state.table[train_idx] = u
+            for k, v in rows.items():
+                state.table_aux[k][train_idx] = v
+            state.w_sum = rest + potential.weights(u).double().sum()
+        state.step = t + 1
+        state.stats = grads.stats
+        return state
+
+    return SamplingAlgorithm(init, step)
+
+
+def resync_w_sum(potential: TracePotential, state: SGMCMCState) -> None:
+    """Recompute sum_i w_i exactly (O(N_t)); the driver does it when it records a draw."""
+    if state.table is not None:
+        state.w_sum = potential.weights(state.table).double().sum()
+
+
+class SGMCMCKernel(MCMCKernel):
+    """A minibatch SG-MCMC kernel that `pyro.infer.MCMC` can run.
+
+    Pyro's MCMC passes no data to `sample`, so the kernel owns the minibatch samplers. Each call to
+    `sample` makes `steps_per_sample` Langevin steps (thinning inside the kernel).
+    """
+
+    algorithm: Callable[..., SamplingAlgorithm]  # set by subclasses: the kernel's functional core
+
+    def __init__(self, model: Callable, problem: Problem, hyper: dict | None = None, *, batch_size: int = 128,
+                 meta_batch_size: int | None = None, steps_per_sample: int = 1, seed: int = 0,
+                 potential: str = "auto", **algorithm_kwargs):
+        self.model, self.problem, self.hyper = model, problem, hyper or {}
+        self.batch_size = batch_size
+        self.meta_batch_size = meta_batch_size or batch_size
+        self.steps_per_sample = steps_per_sample
+        self.seed = seed
+        self.potential_kind = potential
+        self.algorithm_kwargs = algorithm_kwargs
+        self._state: SGMCMCState | None = None
+
+    def setup(self, warmup_steps: int, *args, **kwargs) -> None:
+        device = self.problem.device
+        self.generator = torch.Generator(device=device).manual_seed(self.seed)
+        self.potential = make_potential(self.model, self.problem, self.hyper, self.potential_kind,
+                                        torch.Generator().manual_seed(self.seed))
+        self.core = type(self).algorithm(self.potential, generator=self.generator, **self.algorithm_kwargs)
+        self.train_batches = MinibatchSampler(self.problem.n_train, self.batch_size, self.generator, device)
+        self.meta_batches = MinibatchSampler(self.problem.n_meta, self.meta_batch_size, self.generator, device)
+        theta = self.potential.init_theta(self.generator)
+        table = torch.zeros(self.problem.n_train, device=device) if self.potential.local_site else None
+        self._state = self.core.init(theta, table)
+
+    @property
+    def state(self) -> SGMCMCState:
+        return self._state
+
+    def next_batch(self) -> Batch:
+        return self.train_batches(), self.meta_batches()
+
+    def advance(self, n: int) -> SGMCMCState:
+        for _ in range(n):
+            self._state = self.core.step(self._state, self.next_batch())
+        return self._state
+
+    @property
+    def transforms(self) -> dict:
+        out = {s.name: s.transform.inv for s in self.potential.globals}
+        if self.potential.local_site:
+            out[self.potential.local_site] = self.potential.local_transform.inv
+        return out
+
+    def _params(self) -> dict[str, torch.Tensor]:
+        params = {k: v.detach().clone() for k, v in self.potential.unpack(self._state.theta, constrained=False).items()}
+        if self._state.table is not None:
+            params[self.potential.local_site] = self._state.table.clone()
+        return params
+
+    @property
+    def initial_params(self) -> dict[str, torch.Tensor]:
+        return self._params()
+
+    @initial_params.setter
+    def initial_params(self, params: dict[str, torch.Tensor]) -> None:
+        raise NotImplementedError("SG-MCMC kernels start from the network's initialiser; set the seed instead")
+
+    def sample(self, params: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        self.advance(self.steps_per_sample)
+        return self._params()
+
+    def logging(self) -> str:
+        s = self._state
+        parts = [f"step={s.step}"]
+        parts += [f"{k}={float(v):.4g}" for k, v in s.stats.items()]
+        if s.table is not None:
+            parts.append(f"w_mean={float(s.w_sum) / self.problem.n_train:.3f}")
+        return " ".join(parts)
+
+    def diagnostics(self) -> dict[str, Any]:
+        s = self._state
+        out = {"steps": s.step, "potential": self.potential.kind}
+        if s.table is not None:
+            out["w_mean"] = float(s.w_sum) / self.problem.n_train
+        return out

@@ -1,0 +1,65 @@
+"""The paper's sampler: a torch optimiser step on -log p plus Gaussian noise of fixed standard deviation.
+
+Xu et al. run eta = 1 with noise std 1e-5: in practice a noisy optimiser, kept for reproduction.
+theta moves with the named torch optimiser; the batch's weight rows with plain gradient ascent.
+"""
+from __future__ import annotations
+
+import torch
+
+from ..errors import ConfigError
+from .base import SGMCMCKernel, UpdateRule, blocked_langevin, noise_like
+
+OPTIMIZERS = {"sgd": torch.optim.SGD, "adam": torch.optim.Adam, "rmsprop": torch.optim.RMSprop}
+
+
+class OptimizerNoiseRule(UpdateRule):
+    """x <- optimiser step on -g, then x += noise_std * xi; eps is the optimiser's learning rate."""
+
+    def __init__(self, optimizer: str = "sgd", noise_std: float = 1e-5, **optimizer_kwargs):
+        if optimizer not in OPTIMIZERS:
+            raise ConfigError(f"optimizer must be one of {sorted(OPTIMIZERS)}, got {optimizer!r}")
+        if not noise_std >= 0:
+            raise ConfigError(f"noise_std must be >= 0, got {noise_std!r}")
+        self.optimizer, self.noise_std, self.kwargs = optimizer, noise_std, optimizer_kwargs
+
+    def init(self, x):
+        return {"optimizer": OPTIMIZERS[self.optimizer]([x], lr=1.0, **self.kwargs)}
+
+    def apply(self, x, g, aux, eps, temperature, generator):
+        opt = aux["optimizer"]
+        opt.param_groups[0]["lr"] = eps
+        x.grad = g.neg()
+        opt.step()
+        x.grad = None
+        if self.noise_std > 0:
+            x.add_(noise_like(x, generator), alpha=self.noise_std)
+
+
+class GradientAscentNoiseRule(OptimizerNoiseRule):
+    """Per-row version for the weight table: plain ascent, no optimiser state to gather."""
+
+    def __init__(self, noise_std: float = 1e-5):
+        super().__init__("sgd", noise_std)
+
+    def init(self, x):
+        return {}
+
+    def apply(self, x, g, aux, eps, temperature, generator):
+        x.add_(g, alpha=eps)
+        if self.noise_std > 0:
+            x.add_(noise_like(x, generator), alpha=self.noise_std)
+
+
+def paper(potential, step_size, temperature: float = 1.0, local_step_size=None, optimizer: str = "sgd",
+          noise_std: float = 1e-5, generator=None, **optimizer_kwargs):
+    """The paper's noisy optimiser as an (init, step) pair (temperature is not used: the noise is fixed)."""
+    return blocked_langevin(potential, OptimizerNoiseRule(optimizer, noise_std, **optimizer_kwargs), step_size,
+                            temperature, local_step_size, local_rule=GradientAscentNoiseRule(noise_std),
+                            generator=generator)
+
+
+class PaperSampler(SGMCMCKernel):
+    """The paper's noisy optimiser as a `pyro.infer.mcmc.MCMCKernel`."""
+
+    algorithm = staticmethod(paper)

@@ -1,0 +1,44 @@
+"""Stochastic-gradient Hamiltonian Monte Carlo (Chen et al. 2014), in its momentum-SGD form (their eq. 15).
+
+    v <- (1 - alpha) v + eta g + sqrt(2 alpha eta T) xi,    x <- x + v
+
+alpha is the friction (1 - momentum); the gradient-noise estimate beta_hat is taken as 0.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+
+from ..errors import ConfigError
+from .base import SGMCMCKernel, UpdateRule, blocked_langevin, noise_like
+
+
+class SGHMCRule(UpdateRule):
+    def __init__(self, friction: float = 0.1):
+        if not 0 < friction <= 1:
+            raise ConfigError(f"friction must be in (0, 1], got {friction!r}")
+        self.friction = friction
+
+    def init(self, x):
+        return {"momentum": torch.zeros_like(x)}
+
+    def apply(self, x, g, aux, eps, temperature, generator):
+        v = aux["momentum"]
+        v.mul_(1 - self.friction).add_(g, alpha=eps)
+        if temperature > 0:
+            v.add_(noise_like(x, generator), alpha=math.sqrt(2 * self.friction * eps * temperature))
+        x.add_(v)
+
+
+def sghmc(potential, step_size, temperature: float = 1.0, local_step_size=None, friction: float = 0.1,
+          generator=None):
+    """SGHMC as an (init, step) pair; the per-example momentum moves only when its row is in the batch."""
+    return blocked_langevin(potential, SGHMCRule(friction), step_size, temperature, local_step_size,
+                            generator=generator)
+
+
+class SGHMC(SGMCMCKernel):
+    """SGHMC as a `pyro.infer.mcmc.MCMCKernel`."""
+
+    algorithm = staticmethod(sghmc)

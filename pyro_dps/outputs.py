@@ -1,0 +1,97 @@
+"""A run's files: metrics.json (the contract other parts read), weights.csv, draws.nc, weights_by_group.png.
+
+Everything is written into a staging folder that is renamed into place only when complete, so a
+failed run leaves no half-written output directory behind.
+"""
+from __future__ import annotations
+
+import contextlib
+import csv
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from .errors import ConfigError
+
+
+@contextlib.contextmanager
+def staged_directory(out: str | os.PathLike):
+    """Yield a temporary folder beside `out`; on success it replaces `out`, on failure it is removed."""
+    out = Path(out)
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        stage = Path(tempfile.mkdtemp(prefix=f".{out.name}.staging-", dir=out.parent))
+        umask = os.umask(0)
+        os.umask(umask)
+        stage.chmod(0o777 & ~umask)
+    except OSError as exc:
+        raise ConfigError(f"output directory {str(out)!r} cannot be written: {exc.strerror or exc}") from exc
+    try:
+        yield stage
+    except BaseException:
+        shutil.rmtree(stage, ignore_errors=True)
+        raise
+    if out.exists():
+        shutil.rmtree(out)
+    os.replace(stage, out)
+
+
+def metrics_document(scenario: str, methods: dict[str, dict], weights: dict | None) -> dict:
+    """metrics.json: {"scenario", "methods": {NAME: {test_accuracy, test_accuracy_ensemble, seconds}}, "weights"}."""
+    for name, m in methods.items():
+        missing = {"test_accuracy", "test_accuracy_ensemble", "seconds"} - set(m)
+        if missing:
+            raise ValueError(f"method {name!r} lacks {sorted(missing)}")
+    return {"scenario": scenario, "methods": methods, "weights": weights}
+
+
+def write_json(path: Path, document: dict) -> None:
+    path.write_text(json.dumps(document, indent=2, sort_keys=False) + "\n")
+
+
+def write_weights_csv(path: Path, summary: dict[str, np.ndarray], labels: np.ndarray,
+                      clean: np.ndarray | None, example_ids: np.ndarray | None = None) -> None:
+    """One row per training example: index, label, clean flag, posterior mean, sd, 5% and 95% quantiles."""
+    n = len(summary["mean"])
+    ids = np.arange(n) if example_ids is None else example_ids
+    with path.open("w", newline="") as fh:
+        out = csv.writer(fh)
+        out.writerow(["index", "label", "clean", "mean", "sd", "q05", "q95"])
+        for i in range(n):
+            flag = "" if clean is None else int(bool(clean[i]))
+            out.writerow([int(ids[i]), int(labels[i]), flag, f"{summary['mean'][i]:.6f}", f"{summary['sd'][i]:.6f}",
+                          f"{summary['q05'][i]:.6f}", f"{summary['q95'][i]:.6f}"])
+
+
+def plot_weights_by_group(path: Path, mean: np.ndarray, labels: np.ndarray, clean: np.ndarray | None,
+                          title: str = "") -> None:
+    """Histograms of posterior mean weights split clean/corrupted (when known) and per label."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    bins = np.linspace(0, 1, 41)
+    if clean is not None:
+        axes[0].hist(mean[clean], bins=bins, alpha=0.7, label=f"clean (n={int(clean.sum())})", color="tab:blue")
+        axes[0].hist(mean[~clean], bins=bins, alpha=0.7, label=f"corrupted (n={int((~clean).sum())})", color="tab:red")
+    else:
+        axes[0].hist(mean, bins=bins, alpha=0.8, label="all", color="tab:blue")
+    axes[0].set_xlabel("posterior mean weight")
+    axes[0].set_ylabel("examples")
+    axes[0].legend()
+    classes = np.unique(labels)
+    data = [mean[labels == c] for c in classes]
+    axes[1].boxplot(data)
+    axes[1].set_xticks(range(1, len(classes) + 1), [str(c) for c in classes])
+    axes[1].set_xlabel("training label")
+    axes[1].set_ylabel("posterior mean weight")
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)

@@ -1,0 +1,375 @@
+"""Model-to-potential plumbing: from a Pyro model to the gradients a minibatch Langevin kernel uses.
+
+Two paths compute the same thing:
+- `TracePotential` runs the model under `poutine.trace` every step. It works for any model whose
+  latent sites are global (theta and friends) or per-example inside the subsampled `train` plate.
+- `FusedPotential` traces the model once to learn its sites, then evaluates the BADS structure
+  directly in torch: the Gaussian prior on theta analytically, both likelihood factors from one
+  forward pass, and the weight priors from the distributions found in that trace. It costs about a
+  plain SGD step. `make_potential` checks it against the trace path before using it.
+
+Gradients (BADS.md, random-scan blocked Langevin): theta gets the minibatch estimate of the full log
+joint (plate terms scaled by N/|B|); the batch's weights get the gradient of their exact conditional
+(terms unscaled).
+"""
+from __future__ import annotations
+
+import inspect
+import math
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import pyro.distributions as dist
+import torch
+import torch.nn.functional as F
+from pyro import poutine
+from pyro.distributions.transforms import biject_to
+from pyro.poutine.util import site_is_subsample
+
+from .context import ModelContext, Problem
+from .errors import ModelError
+
+LOCAL_PLATE = "train"
+
+
+@dataclass
+class GlobalSite:
+    """A global latent site's place in the flat unconstrained theta vector."""
+
+    name: str
+    shape: torch.Size
+    offset: int
+    numel: int
+    transform: Any
+
+
+@dataclass
+class Gradients:
+    """What one potential evaluation returns to a kernel (all tensors; nothing read on the host)."""
+
+    theta: torch.Tensor  # flat, d log p / d theta_unconstrained, minibatch estimate
+    local: torch.Tensor | None  # d log p(w_B | rest) / d u_B, exact conditional
+    stats: dict[str, torch.Tensor]
+
+
+def _bind_hyper(model: Callable, hyper: dict[str, Any]) -> dict[str, Any]:
+    """The model's keyword hyper-parameters with defaults filled in; unknown names are an error."""
+    sig = inspect.signature(model)
+    params = list(sig.parameters.values())[1:]
+    names = {p.name for p in params}
+    unknown = sorted(set(hyper) - names)
+    if unknown and not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params):
+        raise ModelError(f"model {getattr(model, '__name__', model)!r} has no hyper-parameter(s) {unknown}; "
+                         f"it takes {sorted(names)}")
+    out = {p.name: p.default for p in params if p.default is not inspect.Parameter.empty}
+    out.update(hyper)
+    return out
+
+
+def _in_local_plate(site: dict) -> bool:
+    return any(f.name == LOCAL_PLATE for f in site["cond_indep_stack"])
+
+
+class TracePotential:
+    """Gradients from a full Pyro trace of the model at every step (general, slower)."""
+
+    kind = "trace"
+
+    def __init__(self, model: Callable, problem: Problem, hyper: dict[str, Any] | None = None):
+        self.model = model
+        self.problem = problem
+        self.hyper = _bind_hyper(model, hyper or {})
+        self.reference = self._reference_trace()
+        self.globals: list[GlobalSite] = []
+        self.local_site: str | None = None
+        offset = 0
+        for name, site in self.reference.nodes.items():
+            if site["type"] != "sample" or site["is_observed"] or site_is_subsample(site):
+                continue
+            if _in_local_plate(site):
+                if self.local_site is not None:
+                    raise ModelError(f"model has two per-example latent sites ({self.local_site!r}, {name!r}); "
+                                     "one (the weights) is supported")
+                if site["fn"].event_shape != torch.Size():
+                    raise ModelError(f"per-example site {name!r} must be scalar per example")
+                self.local_site = name
+                self.local_transform = biject_to(site["fn"].support)
+                continue
+            shape = site["value"].shape
+            self.globals.append(GlobalSite(name, shape, offset, shape.numel(), biject_to(site["fn"].support)))
+            offset += shape.numel()
+        self.theta_size = offset
+
+    def _reference_trace(self) -> poutine.Trace:
+        p = self.problem
+        idx = torch.arange(min(2, p.n_train), device=p.device)
+        jdx = torch.arange(min(2, p.n_meta), device=p.device)
+        ctx = ModelContext(p, idx, jdx, torch.zeros((), dtype=torch.float64, device=p.device))
+        try:
+            with torch.no_grad():
+                return poutine.trace(self.model).get_trace(ctx, **self.hyper)
+        except Exception as exc:  # a broken user model: say which model and why
+            raise ModelError(f"model {getattr(self.model, '__name__', self.model)!r} failed on a probe batch: "
+                             f"{type(exc).__name__}: {exc}") from exc
+
+    # ---- positions -------------------------------------------------------------------------
+    def init_theta(self, generator: torch.Generator | None = None, scale: float = 1.0) -> torch.Tensor:
+        """A flat unconstrained theta: network parameters from the module's own initialiser, others at the prior's median."""
+        pieces = []
+        named = dict(self.problem.net.named_parameters())
+        for site in self.globals:
+            pname = site.name[len("theta."):] if site.name.startswith("theta.") else None
+            if pname in named:
+                value = self._reinit_like(named[pname], generator) * scale
+            else:
+                value = self.reference.nodes[site.name]["fn"].mean.detach().expand(site.shape)
+                value = value if torch.isfinite(value).all() else torch.zeros(site.shape)
+            pieces.append(site.transform.inv(value.to(self.problem.device)).reshape(-1))
+        if not pieces:
+            return torch.zeros(0, device=self.problem.device)
+        return torch.cat(pieces).detach().float()
+
+    @staticmethod
+    def _reinit_like(p: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+        # Kaiming-uniform-like draw with the chain's own generator, so chains start apart.
+        fan_in = p.shape[1:].numel() if p.dim() > 1 else p.numel()
+        bound = 1.0 / math.sqrt(max(fan_in, 1))
+        u = torch.rand(p.shape, generator=generator, device=p.device)
+        return (u * 2 - 1) * bound * (math.sqrt(3.0) if p.dim() > 1 else 1.0)
+
+    def unpack(self, theta: torch.Tensor, constrained: bool = True) -> dict[str, torch.Tensor]:
+        """Flat unconstrained theta -> {site: value}."""
+        out = {}
+        for s in self.globals:
+            u = theta[s.offset:s.offset + s.numel].view(s.shape)
+            out[s.name] = s.transform(u) if constrained else u
+        return out
+
+    def network_params(self, theta: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Flat theta -> {parameter name: tensor} for `Problem.forward`."""
+        return {k[len("theta."):]: v for k, v in self.unpack(theta).items() if k.startswith("theta.")}
+
+    def weights(self, table: torch.Tensor) -> torch.Tensor:
+        """Per-example weights w from their unconstrained table."""
+        return self.local_transform(table)
+
+    # ---- gradients -------------------------------------------------------------------------
+    def _leaves(self, theta: torch.Tensor) -> list[torch.Tensor]:
+        return [theta[s.offset:s.offset + s.numel].view(s.shape).detach().requires_grad_()
+                for s in self.globals]
+
+    def grads(self, theta: torch.Tensor, u_batch: torch.Tensor | None, train_idx: torch.Tensor,
+              meta_idx: torch.Tensor, w_sum_rest: torch.Tensor) -> Gradients:
+        leaves = self._leaves(theta)
+        data, log_jac = {}, 0.0
+        for s, u in zip(self.globals, leaves):
+            value = s.transform(u)
+            data[s.name] = value
+            log_jac = log_jac + s.transform.log_abs_det_jacobian(u, value).sum()
+        u_leaf = None
+        if self.local_site is not None:
+            u_leaf = u_batch.detach().requires_grad_()
+            w = self.local_transform(u_leaf)
+            data[self.local_site] = w
+        ctx = ModelContext(self.problem, train_idx, meta_idx, w_sum_rest)
+        tr = poutine.trace(poutine.condition(self.model, data=data)).get_trace(ctx, **self.hyper)
+        tr.compute_log_prob()
+        scaled = log_jac
+        unscaled = 0.0
+        for site in tr.nodes.values():
+            if site["type"] == "sample":
+                scaled = scaled + site["log_prob_sum"]
+                unscaled = unscaled + site["unscaled_log_prob"].sum()
+        stats = {"log_joint": torch.as_tensor(scaled).detach()}
+        if u_leaf is None:
+            g = torch.autograd.grad(scaled, leaves, allow_unused=True)
+            return Gradients(self._flat(g, leaves), None, stats)
+        jac_local = self.local_transform.log_abs_det_jacobian(u_leaf, w)
+        scale = tr.nodes[self.local_site]["scale"]
+        g = torch.autograd.grad(scaled + scale * jac_local.sum(), leaves, retain_graph=True, allow_unused=True)
+        g_local, = torch.autograd.grad(unscaled + jac_local.sum(), [u_leaf])
+        stats.update(_loss_stats(ctx, w))
+        return Gradients(self._flat(g, leaves), g_local, stats)
+
+    @staticmethod
+    def _flat(grads, leaves) -> torch.Tensor:
+        if not leaves:
+            return torch.zeros(0)
+        return torch.cat([(torch.zeros_like(l) if g is None else g).reshape(-1) for g, l in zip(grads, leaves)])
+
+
+def _loss_stats(ctx: ModelContext, w: torch.Tensor) -> dict[str, torch.Tensor]:
+    if ctx._losses is None:
+        return {}
+    l_t, l_m = ctx._losses[1]
+    return {"train_loss": l_t.detach().mean(), "meta_loss": l_m.detach().mean(),
+            "weighted_train_loss": (w.detach() * l_t.detach()).mean()}
+
+
+class FusedPotential(TracePotential):
+    """The BADS structure evaluated in plain torch: same gradients as the trace path at SGD cost.
+
+    Recognised structure (the sites of `models/bads.py`): global sites `theta.<param>` with Normal
+    priors of fixed location and scale; the per-example site `w` on [0, 1]; an observed `w_sum` site
+    at `ctx.w_sum(w)`; factors `train_lik = -rho_t * w * l_t` and `meta_lik = -rho_m * l_m`; any
+    other site makes `supported()` false.
+    """
+
+    kind = "fused"
+    EXPECTED = {"w", "w_sum", "train_lik", "meta_lik"}
+
+    def __init__(self, model: Callable, problem: Problem, hyper: dict[str, Any] | None = None):
+        super().__init__(model, problem, hyper)
+        self.reason = self._structure_problem()
+        if self.reason:
+            return
+        nodes = self.reference.nodes
+        self.rho_t = float(self.hyper.get("rho_t", 1.0))
+        self.rho_m = float(self.hyper.get("rho_m", 1.0))
+        base = nodes["w"]["fn"]
+        self.base = None if isinstance(base, dist.Uniform) and float(base.low.max()) == 0.0 \
+            and float(base.high.min()) == 1.0 else base
+        if self.base is not None and self.base.batch_shape:
+            self.base = _unexpand(self.base)
+        self.sparsity = nodes["w_sum"]["fn"]
+        locs, scales = [], []
+        for s in self.globals:
+            fn = nodes[s.name]["fn"]
+            while isinstance(fn, (dist.Independent, torch.distributions.Independent)):
+                fn = fn.base_dist
+            locs.append(fn.loc.detach().expand(s.shape).reshape(-1))
+            scales.append(fn.scale.detach().expand(s.shape).reshape(-1))
+        loc, scale = torch.cat(locs).float(), torch.cat(scales).float()
+        self.prior_loc = None if bool((loc == 0).all()) else loc
+        self.prior_precision = float(1 / scale[0] ** 2) if bool((scale == scale[0]).all()) else scale.pow(-2)
+
+    def _structure_problem(self) -> str:
+        nodes = self.reference.nodes
+        names = {n for n, s in nodes.items() if s["type"] == "sample" and not site_is_subsample(s)}
+        theta_sites = {n for n in names if n.startswith("theta.")}
+        if names - theta_sites != self.EXPECTED:
+            return f"sites {sorted(names - theta_sites)} differ from {sorted(self.EXPECTED)}"
+        if self.local_site != "w":
+            return "no per-example site 'w' in the 'train' plate"
+        for name in theta_sites:
+            fn = nodes[name]["fn"]
+            while isinstance(fn, torch.distributions.Independent):
+                fn = fn.base_dist
+            if not isinstance(fn, torch.distributions.Normal):
+                return f"prior of {name} is {type(fn).__name__}, not Normal"
+        if {s.name for s in self.globals} != theta_sites:
+            return "global latent sites other than theta.*"
+        support = nodes["w"]["fn"].support
+        if not (getattr(support, "lower_bound", None) == 0.0 and getattr(support, "upper_bound", None) == 1.0):
+            return "weight support is not [0, 1]"
+        if not nodes["w_sum"]["is_observed"]:
+            return "w_sum is not observed"
+        return ""
+
+    def supported(self) -> bool:
+        return not self.reason
+
+    def weights(self, table: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(table)
+
+    def grads(self, theta, u_batch, train_idx, meta_idx, w_sum_rest) -> Gradients:
+        p = self.problem
+        leaves = self._leaves(theta)
+        params = {s.name[6:]: leaf for s, leaf in zip(self.globals, leaves)}
+        u = u_batch.detach().requires_grad_()
+        w = torch.sigmoid(u)
+        n_t = train_idx.numel()
+        losses = p.losses(params, torch.cat([train_idx, meta_idx + p.n_train]))
+        l_t, l_m = losses[:n_t], losses[n_t:]
+        w_d, l_t_d = w.detach(), l_t.detach()
+        # theta: minibatch estimate of the likelihood factors (plate scale N/|B|)
+        lik = (-self.rho_t * p.n_train / n_t) * torch.dot(w_d, l_t)
+        if meta_idx.numel():
+            lik = lik + (-self.rho_m * p.n_meta / meta_idx.numel()) * l_m.sum()
+        # w_B: exact conditional, unscaled
+        log_w = (-self.rho_t) * torch.dot(w, l_t_d) + F.logsigmoid(u).sum() + F.logsigmoid(-u).sum() \
+            + self.sparsity.log_prob(w_sum_rest + w.sum())
+        if self.base is not None:
+            log_w = log_w + self.base.log_prob(w).sum()
+        *g_theta, g_u = torch.autograd.grad(lik + log_w, [*leaves, u])
+        g = torch.cat([x.reshape(-1) for x in g_theta])
+        centred = theta if self.prior_loc is None else theta - self.prior_loc
+        if isinstance(self.prior_precision, float):
+            g.add_(centred, alpha=-self.prior_precision)
+        else:
+            g.sub_(centred * self.prior_precision)
+        stats = {"train_loss": l_t_d.mean(), "meta_loss": l_m.detach().mean() if meta_idx.numel() else l_t_d[:0].sum(),
+                 "weighted_train_loss": (w_d * l_t_d).mean(), "log_lik": lik.detach()}
+        return Gradients(g, g_u, stats)
+
+    def log_prior_theta(self, theta: torch.Tensor) -> torch.Tensor:
+        """log p(theta) up to a constant (for the per-draw log joint)."""
+        centred = theta if self.prior_loc is None else theta - self.prior_loc
+        return -0.5 * (centred.square() * self.prior_precision).sum()
+
+
+def _unexpand(fn: dist.Distribution) -> dist.Distribution:
+    """A per-example distribution with its batch dimension dropped when all rows are equal."""
+    params = {k: getattr(fn, k) for k in fn.arg_constraints if hasattr(fn, k)}
+    try:
+        flat = {k: v.reshape(-1)[0] for k, v in params.items() if torch.is_tensor(v)}
+        if all(bool((params[k] == v).all()) for k, v in flat.items()):
+            return type(fn)(**flat)
+    except (TypeError, ValueError, NotImplementedError):
+        pass
+    raise ModelError(f"per-example base prior {type(fn).__name__} varies across examples; use potential='trace'")
+
+
+def check_agreement(a: TracePotential, b: TracePotential, theta: torch.Tensor, table: torch.Tensor,
+                    train_idx: torch.Tensor, meta_idx: torch.Tensor, rtol: float = 1e-4) -> str:
+    """Empty string when both potentials give the same gradients at this state and batch, else what differs."""
+    w_all = a.weights(table).double()
+    rest = w_all.sum() - w_all[train_idx].sum()
+    ga = a.grads(theta, table[train_idx], train_idx, meta_idx, rest)
+    gb = b.grads(theta, table[train_idx], train_idx, meta_idx, rest)
+    for name, x, y in (("theta", ga.theta, gb.theta), ("w", ga.local, gb.local)):
+        scale = float(x.abs().max()) + 1e-12
+        err = float((x - y).abs().max())
+        if err > rtol * scale:
+            return f"gradient of {name} differs by {err:.3g} (scale {scale:.3g})"
+    return ""
+
+
+def make_potential(model: Callable, problem: Problem, hyper: dict[str, Any] | None = None,
+                   kind: str = "auto", generator: torch.Generator | None = None) -> TracePotential:
+    """The fastest potential that provably matches the model: fused when it agrees with the trace, else trace."""
+    if kind not in ("auto", "fused", "trace"):
+        raise ModelError(f"potential must be 'auto', 'fused' or 'trace', got {kind!r}")
+    if kind == "trace":
+        return TracePotential(model, problem, hyper)
+    fused = FusedPotential(model, problem, hyper)
+    if not fused.supported():
+        if kind == "fused":
+            raise ModelError(f"the fused path does not support this model: {fused.reason}")
+        return TracePotential(model, problem, hyper)
+    trace = TracePotential(model, problem, hyper)
+    theta = trace.init_theta(generator)
+    table = torch.randn(problem.n_train, generator=generator, device=problem.device) if generator is None \
+        else torch.randn(problem.n_train, generator=generator).to(problem.device)
+    b = min(8, problem.n_train)
+    disagreement = check_agreement(fused, trace, theta, table, torch.arange(b, device=problem.device),
+                                   torch.arange(min(4, problem.n_meta), device=problem.device))
+    if disagreement:
+        if kind == "fused":
+            raise ModelError(f"fused path disagrees with the Pyro trace: {disagreement}")
+        return trace
+    return fused
+
+
+def log_joint_estimate(potential: TracePotential, theta: torch.Tensor, table: torch.Tensor | None,
+                       stats: dict[str, torch.Tensor]) -> float:
+    """Per-draw log joint: the last minibatch's likelihood estimate plus exact priors (O(N_t), at record time only)."""
+    if "log_joint" in stats:
+        return float(stats["log_joint"])
+    value = stats["log_lik"] + potential.log_prior_theta(theta)
+    if table is not None:
+        w = torch.sigmoid(table)
+        value = value + potential.sparsity.log_prob(w.double().sum())
+        if potential.base is not None:
+            value = value + potential.base.log_prob(w.clamp(1e-6, 1 - 1e-6)).sum()
+    return float(value)

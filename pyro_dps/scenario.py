@@ -1,0 +1,127 @@
+"""Run one scenario end to end: data, BADS posterior, baselines, and the run's files."""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from . import data as datasets
+from .baselines import BASELINES
+from .config import sampler_config
+from .context import Problem
+from .data import DataSplits
+from .driver import Posterior, config_dict, fit
+from .draws import save_draws
+from .errors import ConfigError
+from .metrics import accuracy, noise_auroc
+from .model_loader import load_model
+from .networks import NETWORKS
+from .outputs import metrics_document, plot_weights_by_group, staged_directory, write_json, write_weights_csv
+from .training import predict_proba
+
+
+def build_data(spec: dict) -> DataSplits:
+    """The scenario's train/meta/test splits from its [data] table."""
+    spec = dict(spec)
+    source = spec.pop("source", "digits")
+    if source == "digits":
+        return datasets.digits_splits(**spec)
+    if source == "mnist_4v9":
+        return datasets.mnist_4v9_splits(**spec)
+    if source == "cifar10":
+        spec.pop("test_per_class", None)
+        return datasets.cifar10_noisy_splits(**spec)
+    if source == "npz":
+        spec.pop("test_per_class", None)
+        return datasets.mnist_like_noisy_splits(**spec)
+    raise ConfigError(f"data.source must be one of ['cifar10', 'digits', 'mnist_4v9', 'npz'], got {source!r}")
+
+
+def build_network(spec: dict, data: DataSplits) -> torch.nn.Module:
+    """A freshly initialised network for the data's input shape and classes."""
+    spec = dict(spec)
+    kind = spec.pop("kind", "mlp")
+    if kind not in NETWORKS:
+        raise ConfigError(f"network.kind must be one of {sorted(NETWORKS)}, got {kind!r}")
+    if kind == "mlp":
+        return NETWORKS[kind](int(np.prod(data.x_train.shape[1:])), data.num_classes, tuple(spec.get("hidden", (128,))))
+    if kind == "lenet5":
+        return NETWORKS[kind](data.num_classes, data.x_train.shape[1])
+    return NETWORKS[kind](data.num_classes, spec.get("depth", 8), spec.get("width", 16), data.x_train.shape[1])
+
+
+def run_scenario(config: dict, out: str | Path | None = None, *, seed: int | None = None, device: str | None = None,
+                 chains: int | None = None, progress: bool = True, echo=print) -> dict[str, Any]:
+    """Run BADS and the configured baselines; write the run's files to `out` (staged); return metrics.json."""
+    seed = config["data"].get("seed", 0) if seed is None else seed
+    data_spec = {**config["data"], "seed": seed}
+    data = build_data(data_spec)
+    model = load_model(config["model"]["file"])
+    sampler = sampler_config(config, seed=seed, device=device, chains=chains, progress=progress)
+    torch.manual_seed(seed)
+    problem = Problem(build_network(config["network"], data), data.x_train, data.y_train, data.x_meta, data.y_meta)
+    echo(f"[{config['name']}] N_t={data.n_train} N_m={data.n_meta} N_test={data.n_test} "
+         f"kernel={sampler.kernel} chains={sampler.chains} steps/chain={sampler.warmup + sampler.samples * sampler.thin}")
+    posterior = fit(model, problem, config["model"]["hyper"], sampler)
+    methods = {"bads": _bads_metrics(posterior, data)}
+    total_steps = sampler.warmup + sampler.samples * sampler.thin
+    for name, settings in config["baselines"].items():
+        if name not in BASELINES:
+            raise ConfigError(f"baselines.{name}: unknown baseline (known: {sorted(BASELINES)})")
+        settings = dict(settings)
+        steps = settings.pop("steps", None) or total_steps
+        torch.manual_seed(seed)
+        start = time.perf_counter()
+        net = BASELINES[name](build_network(config["network"], data).to(sampler.device), data.to(sampler.device),
+                              steps=steps, seed=seed, **settings)
+        methods[name] = {"test_accuracy": accuracy(predict_proba(net, data.x_test.to(sampler.device)), data.y_test),
+                         "test_accuracy_ensemble": None, "seconds": time.perf_counter() - start}
+    summary = posterior.weight_summary()
+    clean = None if data.clean is None else data.clean.numpy()
+    weights = {"noise_auroc": noise_auroc(summary["mean"], clean),
+               "mean_weight_clean": float(summary["mean"][clean].mean()) if clean is not None else float(summary["mean"].mean()),
+               "mean_weight_noisy": float(summary["mean"][~clean].mean()) if clean is not None and (~clean).any() else float("nan")}
+    document = metrics_document(data.name if config["name"] == "custom" else config["name"], methods, weights)
+    document["config"] = {**config, "sampler": config_dict(sampler), "data": data_spec}
+    echo(result_table(document))
+    if out is not None:
+        with staged_directory(out) as stage:
+            write_json(stage / "metrics.json", document)
+            write_weights_csv(stage / "weights.csv", summary, data.y_train.numpy(), clean)
+            save_draws(_draws_with_labels(posterior, data), stage / "draws.nc")
+            plot_weights_by_group(stage / "weights_by_group.png", summary["mean"], data.y_train.numpy(), clean,
+                                  title=f"{document['scenario']}: posterior mean weights")
+        echo(f"wrote {out}/metrics.json, weights.csv, draws.nc, weights_by_group.png")
+    return document
+
+
+def _bads_metrics(posterior: Posterior, data: DataSplits) -> dict:
+    last = float(np.mean([accuracy(posterior.predict_proba(data.x_test, ensemble=False, chain=c), data.y_test)
+                          for c in range(posterior.config.chains)]))
+    ensemble = accuracy(posterior.predict_proba(data.x_test), data.y_test) if posterior.snapshots else None
+    return {"test_accuracy": last, "test_accuracy_ensemble": ensemble, "seconds": posterior.seconds}
+
+
+def _draws_with_labels(posterior: Posterior, data: DataSplits):
+    ds = posterior.dataset()
+    ds = ds.assign_coords(label=("example", data.y_train.numpy()))
+    if data.clean is not None:
+        ds = ds.assign_coords(clean=("example", data.clean.numpy()))
+    return ds
+
+
+def result_table(document: dict) -> str:
+    """The printed result table."""
+    lines = [f"scenario: {document['scenario']}", f"{'method':<12}{'test acc':>10}{'ensemble':>10}{'seconds':>10}"]
+    for name, m in document["methods"].items():
+        ens = "-" if m["test_accuracy_ensemble"] is None else f"{m['test_accuracy_ensemble']:.4f}"
+        lines.append(f"{name:<12}{m['test_accuracy']:>10.4f}{ens:>10}{m['seconds']:>10.1f}")
+    w = document["weights"]
+    if w:
+        auroc = "-" if w["noise_auroc"] is None else f"{w['noise_auroc']:.4f}"
+        lines.append(f"noise AUROC of posterior mean weights: {auroc}; mean weight clean "
+                     f"{w['mean_weight_clean']:.3f}, corrupted {w['mean_weight_noisy']:.3f}")
+    return "\n".join(lines)
