@@ -19,7 +19,7 @@ from .draws import DrawStore
 from .errors import ConfigError
 from .kernels import ALGORITHMS, MinibatchSampler
 from .kernels.base import resync_w_sum
-from .potential import TracePotential, log_joint_estimate, make_potential
+from .potential import TracePotential, log_joint_estimate, make_potential, summarize_stats
 
 SCALARS = ["log_joint", "meta_loss", "train_loss", "w_mean", "theta_norm"]
 
@@ -60,8 +60,8 @@ class SamplerConfig:
              f"meta_batch_size must be an integer >= 1, got {self.meta_batch_size!r}"),
             (isinstance(self.temperature, (int, float)) and self.temperature >= 0 and math.isfinite(self.temperature),
              f"temperature must be >= 0, got {self.temperature!r}"),
-            (isinstance(self.snapshots, int) and 0 <= self.snapshots <= self.samples,
-             f"snapshots must be an integer in [0, samples={self.samples}], got {self.snapshots!r}"),
+            (isinstance(self.snapshots, int) and self.snapshots >= 0,
+             f"snapshots must be an integer >= 0, got {self.snapshots!r}"),
         ]
         for ok, message in checks:
             if not ok:
@@ -124,8 +124,8 @@ def fit(model: Callable, problem: Problem, hyper: dict | None = None, config: Sa
     ids = np.arange(n) if example_ids is None else np.asarray(example_ids)
     store = DrawStore(config.chains, config.samples, ids if has_table else ids[:0], SCALARS,
                       config.memory_budget_mb, spill_path)
-    keep = set(np.linspace(0, config.samples - 1, config.snapshots).round().astype(int).tolist()) \
-        if config.snapshots else set()
+    n_snap = min(config.snapshots, config.samples)  # evenly spaced over the kept draws
+    keep = set(np.linspace(0, config.samples - 1, n_snap).round().astype(int).tolist()) if n_snap else set()
     finals, snapshots = [], []
     start = time.perf_counter()
     total_steps = config.warmup + config.samples * config.thin
@@ -155,7 +155,7 @@ def fit(model: Callable, problem: Problem, hyper: dict | None = None, config: Sa
                     snapshots.append(state.theta.detach().clone())
                 draw += 1
         bar.close()
-        if not all(math.isfinite(float(v)) for v in state.stats.values()):
+        if not all(math.isfinite(v) for v in summarize_stats(state.stats).values()):
             raise FloatingPointError(f"chain {chain} ended with non-finite statistics {_progress(state, n)}; "
                                      "lower the step size")
         finals.append(state.theta.detach().clone())
@@ -171,16 +171,16 @@ def _initial_u(potential: TracePotential) -> float:
 
 
 def _progress(state, n: int) -> dict[str, str]:
-    out = {k: f"{float(v):.3g}" for k, v in state.stats.items() if k in ("train_loss", "meta_loss")}
+    out = {k: f"{v:.3g}" for k, v in summarize_stats(state.stats).items() if k in ("train_loss", "meta_loss")}
     if state.table is not None:
         out["w_mean"] = f"{float(state.w_sum) / n:.3f}"
     return out
 
 
 def _scalars(potential: TracePotential, state, n: int) -> dict[str, float]:
-    stats = state.stats
+    stats = summarize_stats(state.stats)
     return {
-        "log_joint": log_joint_estimate(potential, state.theta, state.table, stats),
+        "log_joint": log_joint_estimate(potential, state.theta, state.table, state.stats),
         "meta_loss": float(stats.get("meta_loss", float("nan"))),
         "train_loss": float(stats.get("train_loss", float("nan"))),
         "w_mean": float(state.w_sum) / n if state.table is not None else float("nan"),

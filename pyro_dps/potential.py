@@ -202,8 +202,21 @@ def _loss_stats(ctx: ModelContext, w: torch.Tensor) -> dict[str, torch.Tensor]:
     if ctx._losses is None:
         return {}
     l_t, l_m = ctx._losses[1]
-    return {"train_loss": l_t.detach().mean(), "meta_loss": l_m.detach().mean(),
-            "weighted_train_loss": (w.detach() * l_t.detach()).mean()}
+    return {"train_losses": l_t.detach(), "meta_losses": l_m.detach(), "w": w.detach()}
+
+
+def summarize_stats(stats: dict[str, torch.Tensor]) -> dict[str, float]:
+    """Scalars for progress and draws from a step's raw statistics (reads the device: call sparingly)."""
+    out = {}
+    if "train_losses" in stats:
+        out["train_loss"] = float(stats["train_losses"].mean())
+        out["weighted_train_loss"] = float((stats["w"] * stats["train_losses"]).mean())
+    if "meta_losses" in stats and stats["meta_losses"].numel():
+        out["meta_loss"] = float(stats["meta_losses"].mean())
+    for key in ("log_lik", "log_joint"):
+        if key in stats:
+            out[key] = float(stats[key])
+    return out
 
 
 class FusedPotential(TracePotential):
@@ -231,7 +244,12 @@ class FusedPotential(TracePotential):
             and float(base.high.min()) == 1.0 else base
         if self.base is not None and self.base.batch_shape:
             self.base = _unexpand(self.base)
+        if self.base is not None:
+            self.base._validate_args = False
         self.sparsity = nodes["w_sum"]["fn"]
+        fn = self.sparsity
+        self._normal_sparsity = (float(fn.loc), float(fn.scale)) \
+            if type(fn) is dist.Normal and fn.loc.numel() == 1 and fn.scale.numel() == 1 else None
         locs, scales = [], []
         for s in self.globals:
             fn = nodes[s.name]["fn"]
@@ -272,35 +290,69 @@ class FusedPotential(TracePotential):
     def weights(self, table: torch.Tensor) -> torch.Tensor:
         return torch.sigmoid(table)
 
+    def _bind_flat_parameters(self) -> None:
+        # The module's parameters become views of one flat buffer (and their .grad views of one flat
+        # gradient), so a step copies theta in with one op, runs the module itself (no functional_call)
+        # and reads the whole gradient without concatenating.
+        net = self.problem.net
+        self._theta_buffer = torch.zeros(self.theta_size, device=self.problem.device)
+        self._grad_buffer = torch.zeros_like(self._theta_buffer)
+        self._params = []
+        for s in self.globals:
+            module_name, _, attr = s.name[len("theta."):].rpartition(".")
+            module = net.get_submodule(module_name) if module_name else net
+            param = torch.nn.Parameter(self._theta_buffer[s.offset:s.offset + s.numel].view(s.shape))
+            param.grad = self._grad_buffer[s.offset:s.offset + s.numel].view(s.shape)
+            setattr(module, attr, param)
+            self._params.append(param)
+
     def grads(self, theta, u_batch, train_idx, meta_idx, w_sum_rest) -> Gradients:
         p = self.problem
-        leaves = self._leaves(theta)
-        params = {s.name[6:]: leaf for s, leaf in zip(self.globals, leaves)}
-        u = u_batch.detach().requires_grad_()
+        if not hasattr(self, "_theta_buffer"):
+            self._bind_flat_parameters()
+        with torch.no_grad():
+            self._theta_buffer.copy_(theta)
+            self._grad_buffer.zero_()
+        analytic = self.base is None and self._normal_sparsity is not None
+        u = u_batch.detach() if analytic else u_batch.detach().requires_grad_()
         w = torch.sigmoid(u)
-        n_t = train_idx.numel()
-        losses = p.losses(params, torch.cat([train_idx, meta_idx + p.n_train]))
-        l_t, l_m = losses[:n_t], losses[n_t:]
+        n_t, n_m = train_idx.numel(), meta_idx.numel()
+        rows = torch.cat([train_idx, meta_idx + p.n_train]) if n_m else train_idx
+        losses = p.loss(p.net(p.x_all[rows]), p.y_all[rows])
+        l_t = losses[:n_t]
         w_d, l_t_d = w.detach(), l_t.detach()
         # theta: minibatch estimate of the likelihood factors (plate scale N/|B|)
         lik = (-self.rho_t * p.n_train / n_t) * torch.dot(w_d, l_t)
-        if meta_idx.numel():
-            lik = lik + (-self.rho_m * p.n_meta / meta_idx.numel()) * l_m.sum()
+        if n_m:
+            lik = lik + (-self.rho_m * p.n_meta / n_m) * losses[n_t:].sum()
         # w_B: exact conditional, unscaled
-        log_w = (-self.rho_t) * torch.dot(w, l_t_d) + F.logsigmoid(u).sum() + F.logsigmoid(-u).sum() \
-            + self.sparsity.log_prob(w_sum_rest + w.sum())
-        if self.base is not None:
-            log_w = log_w + self.base.log_prob(w).sum()
-        *g_theta, g_u = torch.autograd.grad(lik + log_w, [*leaves, u])
-        g = torch.cat([x.reshape(-1) for x in g_theta])
+        if analytic:  # uniform base, Normal sum prior: d/du [-rho_t w l + log N(S) + log w(1-w)] in closed form
+            lik.backward()
+            loc, scale = self._normal_sparsity
+            pull = (w_sum_rest + w.sum() - loc) * (-1.0 / scale ** 2)
+            dw = l_t_d.mul(-self.rho_t).add_(pull.float())
+            g_u = dw.mul_(w * (1 - w)).add_(1 - 2 * w)
+        else:
+            log_w = (-self.rho_t) * torch.dot(w, l_t_d) + F.logsigmoid(u).sum() + F.logsigmoid(-u).sum() \
+                + self._sparsity_log_prob(w_sum_rest + w.sum())
+            if self.base is not None:
+                log_w = log_w + self.base.log_prob(w).sum()
+            (lik + log_w).backward()
+            g_u = u.grad
+        g = self._grad_buffer
         centred = theta if self.prior_loc is None else theta - self.prior_loc
         if isinstance(self.prior_precision, float):
             g.add_(centred, alpha=-self.prior_precision)
         else:
             g.sub_(centred * self.prior_precision)
-        stats = {"train_loss": l_t_d.mean(), "meta_loss": l_m.detach().mean() if meta_idx.numel() else l_t_d[:0].sum(),
-                 "weighted_train_loss": (w_d * l_t_d).mean(), "log_lik": lik.detach()}
+        stats = {"train_losses": l_t_d, "meta_losses": losses[n_t:].detach(), "w": w_d, "log_lik": lik.detach()}
         return Gradients(g, g_u, stats)
+
+    def _sparsity_log_prob(self, total: torch.Tensor) -> torch.Tensor:
+        if self._normal_sparsity is not None:
+            loc, scale = self._normal_sparsity
+            return -0.5 * ((total - loc) / scale).square()
+        return self.sparsity.log_prob(total)
 
     def log_prior_theta(self, theta: torch.Tensor) -> torch.Tensor:
         """log p(theta) up to a constant (for the per-draw log joint)."""
@@ -369,7 +421,7 @@ def log_joint_estimate(potential: TracePotential, theta: torch.Tensor, table: to
     value = stats["log_lik"] + potential.log_prior_theta(theta)
     if table is not None:
         w = torch.sigmoid(table)
-        value = value + potential.sparsity.log_prob(w.double().sum())
+        value = value + potential._sparsity_log_prob(w.double().sum())
         if potential.base is not None:
             value = value + potential.base.log_prob(w.clamp(1e-6, 1 - 1e-6)).sum()
     return float(value)

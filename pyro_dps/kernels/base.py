@@ -23,7 +23,7 @@ from pyro.infer.mcmc.mcmc_kernel import MCMCKernel
 
 from ..context import Problem
 from ..errors import ConfigError
-from ..potential import TracePotential, make_potential
+from ..potential import TracePotential, make_potential, summarize_stats
 from ..schedules import make_schedule
 
 Batch = tuple[torch.Tensor, torch.Tensor]
@@ -219,7 +219,7 @@ class SGMCMCKernel(MCMCKernel):
     def logging(self) -> str:
         s = self._state
         parts = [f"step={s.step}"]
-        parts += [f"{k}={float(v):.4g}" for k, v in s.stats.items()]
+        parts += [f"{k}={v:.4g}" for k, v in summarize_stats(s.stats).items()]
         if s.table is not None:
             parts.append(f"w_mean={float(s.w_sum) / self.problem.n_train:.3f}")
         return " ".join(parts)

@@ -1,0 +1,85 @@
+"""The CLI: `run CONFIG.toml`, and bad input answered on one line with exit code 2 and no output left."""
+import json
+
+import pytest
+
+from pyro_dps.cli import main
+
+SMALL = """
+name = "tiny-digits"
+[data]
+source = "digits"
+noise_rate = 0.3
+[network]
+kind = "mlp"
+hidden = [32]
+[sampler]
+kernel = "sgld"
+step_size = 1e-4
+local_step_size = 0.05
+temperature = 0.01
+chains = 2
+warmup = 100
+samples = 10
+thin = 5
+snapshots = 2
+"""
+
+
+def test_run_config(tmp_path):
+    cfg = tmp_path / "s.toml"
+    cfg.write_text(SMALL)
+    out = tmp_path / "out"
+    assert main(["run", str(cfg), "--out", str(out), "--quiet"]) == 0
+    doc = json.loads((out / "metrics.json").read_text())
+    assert doc["scenario"] == "tiny-digits"
+    assert doc["config"]["sampler"]["kernel"] == "sgld" and doc["config"]["sampler"]["chains"] == 2
+
+
+@pytest.mark.parametrize("text, needle", [
+    (SMALL + "\nbogus = 1\n", "bogus"),
+    (SMALL.replace('kernel = "sgld"', 'kernel = "nuts"'), "kernel"),
+    (SMALL.replace("chains = 2", "chains = 0"), "chains"),
+    (SMALL.replace("temperature = 0.01", "temperature = -1.0"), "temperature"),
+    (SMALL.replace("hidden = [32]", "hidden = [32]\nwidht = 3"), "widht"),
+    (SMALL + "\n[model]\nhyper = {beta = 1.5}\n", "beta"),
+    (SMALL + "\n[model]\nhyper = {sigma = 0.0}\n", "sigma"),
+    (SMALL + "\n[model]\nfile = \"/nonexistent/model.py\"\n", "nonexistent"),
+    (SMALL.replace("noise_rate = 0.3", "noise_rate = 1.3"), "noise_rate"),
+    (SMALL.replace("noise_rate = 0.3", 'noise_rate = "high"'), "noise_rate"),
+    ("this is [not toml", "TOML"),
+])
+def test_bad_config_exits_2_and_leaves_nothing(tmp_path, capsys, text, needle):
+    cfg = tmp_path / "bad.toml"
+    cfg.write_text(text)
+    out = tmp_path / "out"
+    assert main(["run", str(cfg), "--out", str(out), "--quiet"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("pyro-dps: error:") and needle in err and "\n" not in err
+    assert not out.exists()
+    assert not [p for p in tmp_path.iterdir() if "staging" in p.name]
+
+
+def test_unreadable_config_and_unwritable_output(tmp_path, capsys):
+    assert main(["run", str(tmp_path / "missing.toml"), "--out", str(tmp_path / "o")]) == 2
+    assert "missing.toml" in capsys.readouterr().err
+    cfg = tmp_path / "s.toml"
+    cfg.write_text(SMALL)
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    assert main(["run", str(cfg), "--out", str(blocker / "sub"), "--quiet"]) == 2
+    assert "cannot be written" in capsys.readouterr().err
+
+
+def test_user_model_file_by_path(tmp_path):
+    model_file = tmp_path / "my_prior.py"
+    model_file.write_text(
+        "from pyro_dps.models import bads\n"
+        "def strict(ctx, **hyper):\n"
+        "    hyper.setdefault('beta', 0.7)\n"
+        "    bads.model(ctx, **hyper)\n")
+    cfg = tmp_path / "s.toml"
+    cfg.write_text(SMALL)
+    out = tmp_path / "out"
+    assert main(["run", str(cfg), "--out", str(out), "--model", f"{model_file}:strict", "--quiet"]) == 0
+    assert main(["run", str(cfg), "--out", str(tmp_path / "o2"), "--model", f"{model_file}:nothere", "--quiet"]) == 2
