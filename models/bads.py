@@ -31,9 +31,16 @@ def base_prior(base_a: float, base_b: float) -> dist.Distribution:
     return dist.Beta(base_a, base_b)
 
 
+def default_sigma(n_train: int) -> float:
+    """sqrt(N_t) / 10: a tenth of the spread of a sum of N_t free weights, so the mean weight is held
+    near beta (within about 1 / (10 sqrt(N_t))) while Langevin steps stay stable. The paper's 1e-5 is
+    an almost hard constraint that only a noisy optimiser tolerates."""
+    return math.sqrt(n_train) / 10
+
+
 def sparsity_prior(n_train: int, beta: float, sigma: float | None) -> dist.Distribution:
-    """Eq. 8: sum_i w_i ~ Normal(floor(N_t * beta), sigma); sigma None means sqrt(N_t), the sum's own scale."""
-    sigma = math.sqrt(n_train) if sigma is None else sigma
+    """Eq. 8: sum_i w_i ~ Normal(floor(N_t * beta), sigma); sigma None means `default_sigma(N_t)`."""
+    sigma = default_sigma(n_train) if sigma is None else sigma
     return dist.Normal(float(math.floor(n_train * beta)), sigma)
 
 

@@ -159,7 +159,10 @@ class TracePotential:
                 for s in self.globals]
 
     def grads(self, theta: torch.Tensor, u_batch: torch.Tensor | None, train_idx: torch.Tensor,
-              meta_idx: torch.Tensor, w_sum_rest: torch.Tensor) -> Gradients:
+              meta_idx: torch.Tensor, w_sum_rest: torch.Tensor, temperature: float = 1.0) -> Gradients:
+        """Gradients at one minibatch. The change-of-variables terms are multiplied by `temperature`, so
+        a kernel at temperature T targets p(values)^(1/T) in the constrained space (the Jacobian itself
+        is not tempered: tempering it would pull every weight towards 1/2)."""
         leaves = self._leaves(theta)
         data, log_jac = {}, 0.0
         for s, u in zip(self.globals, leaves):
@@ -174,7 +177,7 @@ class TracePotential:
         ctx = ModelContext(self.problem, train_idx, meta_idx, w_sum_rest)
         tr = poutine.trace(poutine.condition(self.model, data=data)).get_trace(ctx, **self.hyper)
         tr.compute_log_prob()
-        scaled = log_jac
+        scaled = temperature * log_jac
         unscaled = 0.0
         for site in tr.nodes.values():
             if site["type"] == "sample":
@@ -186,8 +189,9 @@ class TracePotential:
             return Gradients(self._flat(g, leaves), None, stats)
         jac_local = self.local_transform.log_abs_det_jacobian(u_leaf, w)
         scale = tr.nodes[self.local_site]["scale"]
-        g = torch.autograd.grad(scaled + scale * jac_local.sum(), leaves, retain_graph=True, allow_unused=True)
-        g_local, = torch.autograd.grad(unscaled + jac_local.sum(), [u_leaf])
+        g = torch.autograd.grad(scaled + temperature * scale * jac_local.sum(), leaves, retain_graph=True,
+                                allow_unused=True)
+        g_local, = torch.autograd.grad(unscaled + temperature * jac_local.sum(), [u_leaf])
         stats.update(_loss_stats(ctx, w))
         return Gradients(self._flat(g, leaves), g_local, stats)
 
@@ -306,7 +310,7 @@ class FusedPotential(TracePotential):
             setattr(module, attr, param)
             self._params.append(param)
 
-    def grads(self, theta, u_batch, train_idx, meta_idx, w_sum_rest) -> Gradients:
+    def grads(self, theta, u_batch, train_idx, meta_idx, w_sum_rest, temperature: float = 1.0) -> Gradients:
         p = self.problem
         if not hasattr(self, "_theta_buffer"):
             self._bind_flat_parameters()
@@ -331,10 +335,10 @@ class FusedPotential(TracePotential):
             loc, scale = self._normal_sparsity
             pull = (w_sum_rest + w.sum() - loc) * (-1.0 / scale ** 2)
             dw = l_t_d.mul(-self.rho_t).add_(pull.float())
-            g_u = dw.mul_(w * (1 - w)).add_(1 - 2 * w)
+            g_u = dw.mul_(w * (1 - w)).add_(1 - 2 * w, alpha=temperature)
         else:
-            log_w = (-self.rho_t) * torch.dot(w, l_t_d) + F.logsigmoid(u).sum() + F.logsigmoid(-u).sum() \
-                + self._sparsity_log_prob(w_sum_rest + w.sum())
+            log_w = (-self.rho_t) * torch.dot(w, l_t_d) + self._sparsity_log_prob(w_sum_rest + w.sum()) \
+                + temperature * (F.logsigmoid(u).sum() + F.logsigmoid(-u).sum())
             if self.base is not None:
                 log_w = log_w + self.base.log_prob(w).sum()
             (lik + log_w).backward()
@@ -373,12 +377,13 @@ def _unexpand(fn: dist.Distribution) -> dist.Distribution:
 
 
 def check_agreement(a: TracePotential, b: TracePotential, theta: torch.Tensor, table: torch.Tensor,
-                    train_idx: torch.Tensor, meta_idx: torch.Tensor, rtol: float = 1e-4) -> str:
+                    train_idx: torch.Tensor, meta_idx: torch.Tensor, rtol: float = 1e-4,
+                    temperature: float = 0.5) -> str:
     """Empty string when both potentials give the same gradients at this state and batch, else what differs."""
     w_all = a.weights(table).double()
     rest = w_all.sum() - w_all[train_idx].sum()
-    ga = a.grads(theta, table[train_idx], train_idx, meta_idx, rest)
-    gb = b.grads(theta, table[train_idx], train_idx, meta_idx, rest)
+    ga = a.grads(theta, table[train_idx], train_idx, meta_idx, rest, temperature)
+    gb = b.grads(theta, table[train_idx], train_idx, meta_idx, rest, temperature)
     for name, x, y in (("theta", ga.theta, gb.theta), ("w", ga.local, gb.local)):
         scale = float(x.abs().max()) + 1e-12
         err = float((x - y).abs().max())

@@ -18,7 +18,7 @@ def _problem(seed=0, n=60, m=12):
                    torch.randn(m, 5, generator=g), torch.randint(0, 3, (m,), generator=g))
 
 
-def _by_hand(problem, theta_list, u_all, idx, jdx, hyper):
+def _by_hand(problem, theta_list, u_all, idx, jdx, hyper, temperature=1.0):
     """BADS.md: theta gets grad of log p(theta) - rho_t N/B sum w l - rho_m M/Bm sum l;
     w_B (in u-space, with the sigmoid Jacobian) the exact conditional gradient, no N/B factor."""
     beta, sigma, rho_t, rho_m, s = hyper["beta"], hyper["sigma"], hyper["rho_t"], hyper["rho_m"], hyper["prior_scale"]
@@ -40,14 +40,16 @@ def _by_hand(problem, theta_list, u_all, idx, jdx, hyper):
     total = torch.sigmoid(u_all).sum() - w.detach().sum() + w.sum()
     k = math.floor(n * beta)
     log_w = -(total - k) ** 2 / (2 * sigma ** 2) - rho_t * (w * l_t.detach()).sum() \
-        + ((a - 1) * torch.log(w) + (b - 1) * torch.log1p(-w)).sum() + torch.log(w * (1 - w)).sum()
+        + ((a - 1) * torch.log(w) + (b - 1) * torch.log1p(-w)).sum() + temperature * torch.log(w * (1 - w)).sum()
     g_u, = torch.autograd.grad(log_w, [u])
     return torch.cat([g.reshape(-1) for g in g_theta]), g_u
 
 
 @pytest.mark.parametrize("potential_cls", [FusedPotential, TracePotential])
 @pytest.mark.parametrize("base", [(1.0, 1.0), (2.0, 0.7)])
-def test_kernel_gradient_equals_hand_written_formula(potential_cls, base):
+@pytest.mark.parametrize("temperature", [1.0, 0.05])
+def test_kernel_gradient_equals_hand_written_formula(potential_cls, base, temperature):
+    """At temperature T the sigmoid Jacobian enters with weight T (the target is p(w)^(1/T) on [0, 1])."""
     problem = _problem()
     hyper = {"beta": 0.4, "sigma": 3.0, "rho_t": 1.7, "rho_m": 0.8, "prior_scale": 0.9, "base_a": base[0],
              "base_b": base[1]}
@@ -59,9 +61,9 @@ def test_kernel_gradient_equals_hand_written_formula(potential_cls, base):
     u_all = torch.randn(problem.n_train, generator=gen)
     idx, jdx = torch.tensor([3, 17, 42, 8, 59, 0]), torch.tensor([1, 5, 11])
     rest = torch.sigmoid(u_all).double().sum() - torch.sigmoid(u_all[idx]).double().sum()
-    got = potential.grads(theta, u_all[idx], idx, jdx, rest)
+    got = potential.grads(theta, u_all[idx], idx, jdx, rest, temperature)
     pieces = [v for v in potential.unpack(theta).values()]
-    want_theta, want_u = _by_hand(problem, pieces, u_all, idx, jdx, hyper)
+    want_theta, want_u = _by_hand(problem, pieces, u_all, idx, jdx, hyper, temperature)
     torch.testing.assert_close(got.theta, want_theta, rtol=1e-5, atol=1e-5 * float(want_theta.abs().max()))
     torch.testing.assert_close(got.local.float(), want_u, rtol=1e-5, atol=1e-5 * float(want_u.abs().max()))
 

@@ -123,7 +123,7 @@ def blocked_langevin(potential: TracePotential, rule: UpdateRule, step_size, tem
             rest = state.w_sum - potential.weights(u).double().sum()
         else:
             u, rest = None, state.w_sum
-        grads = potential.grads(state.theta, u, train_idx, meta_idx, rest)
+        grads = potential.grads(state.theta, u, train_idx, meta_idx, rest, temperature)
         rule.apply(state.theta, grads.theta, state.theta_aux, eps_theta(t), temperature, generator)
         if has_table:
             rows = {k: v[train_idx] for k, v in state.table_aux.items()}
