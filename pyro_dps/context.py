@@ -110,5 +110,6 @@ class ModelContext:
         return self._both_losses(theta)[1]
 
     def w_sum(self, w_batch: torch.Tensor) -> torch.Tensor:
-        """sum_i w_i over all of D_t: the batch's weights plus the kept sum of the rest."""
-        return self.w_sum_rest + w_batch.sum()
+        """sum_i w_i over all of D_t: the batch's weights plus the kept sum of the rest (in the weights' dtype,
+        so the model's log density keeps the network's dtype, as Pyro's HMC/NUTS expect)."""
+        return (self.w_sum_rest + w_batch.sum()).to(w_batch.dtype)

@@ -122,7 +122,8 @@ def fit(model: Callable, problem: Problem, hyper: dict | None = None, config: Sa
     has_table = potential.local_site is not None
     n = problem.n_train
     ids = np.arange(n) if example_ids is None else np.asarray(example_ids)
-    store = DrawStore(config.chains, config.samples, ids if has_table else ids[:0], SCALARS,
+    latent = _latent_globals(potential)
+    store = DrawStore(config.chains, config.samples, ids if has_table else ids[:0], SCALARS + latent,
                       config.memory_budget_mb, spill_path)
     n_snap = min(config.snapshots, config.samples)  # evenly spaced over the kept draws
     keep = set(np.linspace(0, config.samples - 1, n_snap).round().astype(int).tolist()) if n_snap else set()
@@ -177,9 +178,15 @@ def _progress(state, n: int) -> dict[str, str]:
     return out
 
 
+def _latent_globals(potential: TracePotential) -> list[str]:
+    """Scalar global latent sites other than the network's (e.g. a latent `beta`): recorded per draw."""
+    return [s.name for s in potential.globals if not s.name.startswith("theta.") and s.numel == 1]
+
+
 def _scalars(potential: TracePotential, state, n: int) -> dict[str, float]:
     stats = summarize_stats(state.stats)
-    return {
+    values = potential.unpack(state.theta)
+    return {**{name: float(values[name]) for name in _latent_globals(potential)},
         "log_joint": log_joint_estimate(potential, state.theta, state.table, state.stats),
         "meta_loss": float(stats.get("meta_loss", float("nan"))),
         "train_loss": float(stats.get("train_loss", float("nan"))),
