@@ -106,6 +106,8 @@ def _as_draws(source: Any) -> tuple[xr.Dataset, dict | None]:
         return source.dataset(), config_dict(source.config)
     if isinstance(source, (str, os.PathLike)):
         path = Path(source)
+        if not path.exists():
+            raise RunDirError(f"{str(path)!r} does not exist (expected a run directory or a draws.nc file)")
         if path.is_dir():
             ds, metrics = load_run(path)
             return ds, metrics.get("config", {}).get("sampler")

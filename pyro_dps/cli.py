@@ -1,4 +1,7 @@
-"""Command line: `pyro-dps demo` and `pyro-dps run CONFIG.toml`. Bad input: one line on stderr, exit code 2."""
+"""Command line: `pyro-dps demo`, `pyro-dps run CONFIG.toml`, `pyro-dps report RUN_DIR`.
+
+Bad input: one line on stderr, exit code 2.
+"""
 from __future__ import annotations
 
 import argparse
@@ -16,17 +19,28 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("config", help="scenario TOML file")
     run.add_argument("--out", required=True, help="output directory")
     run.add_argument("--model", default=None, help="model: a built-in name or path/to/file.py[:function]")
+    report = sub.add_parser("report", help="write a self-contained HTML report of a finished run directory")
+    report.add_argument("run_dir", help="run directory (metrics.json, draws.nc)")
+    report.add_argument("--out", default=None, help="output HTML file (default RUN_DIR/report.html)")
     for p in (demo, run):
         p.add_argument("--seed", type=int, default=None, help="seed for data, chains and baselines")
         p.add_argument("--device", default=None, help="torch device, e.g. cpu or cuda (default: cuda if available)")
         p.add_argument("--chains", type=int, default=None, help="number of chains")
         p.add_argument("--quiet", action="store_true", help="no progress bars")
+        p.add_argument("--resume", action="store_true", help="continue from OUT.checkpoint.pt if it exists")
+        p.add_argument("--checkpoint-every", type=int, default=1000, metavar="N",
+                       help="save an atomic checkpoint every N steps (0: never; default 1000)")
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
+        if args.command == "report":
+            from .report import write_report
+
+            print(f"wrote {write_report(args.run_dir, args.out)}")
+            return 0
         import copy
 
         import torch
@@ -41,7 +55,8 @@ def main(argv: list[str] | None = None) -> int:
             if args.model:
                 config["model"]["file"] = args.model
         device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-        run_scenario(config, args.out, seed=args.seed, device=device, chains=args.chains, progress=not args.quiet)
+        run_scenario(config, args.out, seed=args.seed, device=device, chains=args.chains, progress=not args.quiet,
+                     resume=args.resume, checkpoint_every=args.checkpoint_every)
     except DPSError as exc:
         print(f"pyro-dps: error: {exc}", file=sys.stderr)
         return 2

@@ -15,7 +15,8 @@ class DrawStore:
     """Thinned draws of all N_t weights and per-draw scalars for every chain."""
 
     def __init__(self, chains: int, draws: int, example_ids: np.ndarray, scalar_names: list[str],
-                 memory_budget_mb: float = 512.0, spill_path: str | os.PathLike | None = None):
+                 memory_budget_mb: float = 512.0, spill_path: str | os.PathLike | None = None,
+                 append: bool = False):
         self.chains, self.draws = chains, draws
         self.example_ids = np.asarray(example_ids)
         self.scalar_names = list(scalar_names)
@@ -27,6 +28,10 @@ class DrawStore:
             if spill_path is None:
                 raise ValueError("the draws exceed memory_budget_mb; give spill_path for the netCDF file")
             self.path = Path(spill_path)
+            if append and self.path.exists():  # resuming: keep the draws already written
+                self._nc = netCDF4.Dataset(self.path, "a")
+                self._weights = self._nc.variables["weights"]
+                return
             self._nc = netCDF4.Dataset(self.path, "w")
             for dim, size in (("chain", chains), ("draw", draws), ("example", n)):
                 self._nc.createDimension(dim, size)
@@ -41,6 +46,19 @@ class DrawStore:
         self._weights[chain, draw, :] = weights
         for k, v in scalars.items():
             self.scalars[k][chain, draw] = v
+
+    def state_dict(self) -> dict:
+        """What a checkpoint needs: the scalars, and the weights unless they live in the netCDF file."""
+        if self.streamed:
+            self._nc.sync()
+            return {"scalars": {k: v.copy() for k, v in self.scalars.items()}, "weights": None}
+        return {"scalars": {k: v.copy() for k, v in self.scalars.items()}, "weights": self._weights.copy()}
+
+    def load_state_dict(self, state: dict) -> None:
+        for k, v in state["scalars"].items():
+            self.scalars[k][...] = v
+        if not self.streamed:
+            self._weights[...] = state["weights"]
 
     def close(self) -> None:
         if self.streamed and self._nc.isopen():

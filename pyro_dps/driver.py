@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import math
 import time
+from pathlib import Path
 from dataclasses import asdict, dataclass, field
 from typing import Any, Callable
 
@@ -16,12 +17,13 @@ from tqdm.auto import tqdm
 
 from .context import Problem
 from .draws import DrawStore
-from .errors import ConfigError
+from .checkpoint import load_checkpoint, restore_state, save_checkpoint, state_to_payload
+from .errors import ConfigError, DivergenceError
 from .kernels import ALGORITHMS, MinibatchSampler
 from .kernels.base import resync_w_sum
 from .potential import TracePotential, log_joint_estimate, make_potential, summarize_stats
 
-SCALARS = ["log_joint", "meta_loss", "train_loss", "w_mean", "theta_norm"]
+SCALARS = ["log_joint", "meta_loss", "train_loss", "w_mean", "theta_norm", "rejected_steps", "step_scale"]
 
 
 @dataclass
@@ -46,6 +48,9 @@ class SamplerConfig:
     memory_budget_mb: float = 512.0
     progress: bool = True
     log_every: int = 200
+    check_every: int = 50
+    max_rejections: int = 20
+    checkpoint_every: int = 0
 
     def validate(self, problem: Problem) -> "SamplerConfig":
         checks = [
@@ -112,8 +117,13 @@ class Posterior:
 
 
 def fit(model: Callable, problem: Problem, hyper: dict | None = None, config: SamplerConfig | None = None,
-        spill_path: str | None = None, example_ids: np.ndarray | None = None) -> Posterior:
-    """Run `config.chains` chains of BADS inference on `problem` and keep thinned draws."""
+        spill_path: str | None = None, example_ids: np.ndarray | None = None,
+        checkpoint: str | Path | None = None, resume: bool = False) -> Posterior:
+    """Run `config.chains` chains of BADS inference on `problem` and keep thinned draws.
+
+    With `checkpoint`, the run is saved atomically every `config.checkpoint_every` steps and after each
+    chain; `resume=True` continues from that file (same settings required).
+    """
     config = (config or SamplerConfig()).validate(problem)
     device = torch.device(config.device)
     problem = problem.to(device)
@@ -123,15 +133,23 @@ def fit(model: Callable, problem: Problem, hyper: dict | None = None, config: Sa
     n = problem.n_train
     ids = np.arange(n) if example_ids is None else np.asarray(example_ids)
     latent = _latent_globals(potential)
+    plain = config_dict(config)
+    resumed = load_checkpoint(checkpoint, plain) if checkpoint and resume and Path(checkpoint).exists() else None
     store = DrawStore(config.chains, config.samples, ids if has_table else ids[:0], SCALARS + latent,
-                      config.memory_budget_mb, spill_path)
+                      config.memory_budget_mb, spill_path, append=resumed is not None)
     n_snap = min(config.snapshots, config.samples)  # evenly spaced over the kept draws
     keep = set(np.linspace(0, config.samples - 1, n_snap).round().astype(int).tolist()) if n_snap else set()
     finals, snapshots = [], []
     start = time.perf_counter()
     total_steps = config.warmup + config.samples * config.thin
     init_u = _initial_u(potential)
-    for chain in range(config.chains):
+    first_chain = 0
+    if resumed:
+        store.load_state_dict(resumed["store"])
+        finals = [t.to(device) for t in resumed["finals"]]
+        snapshots = [t.to(device) for t in resumed["snapshots"]]
+        first_chain = resumed["chain"]
+    for chain in range(first_chain, config.chains):
         gen = torch.Generator(device=device).manual_seed(config.seed * 1000 + chain)
         algorithm = ALGORITHMS[config.kernel](potential, config.step_size, temperature=config.temperature,
                                               local_step_size=config.local_step_size, generator=gen,
@@ -140,28 +158,64 @@ def fit(model: Callable, problem: Problem, hyper: dict | None = None, config: Sa
         meta_batches = MinibatchSampler(problem.n_meta, config.meta_batch_size or config.batch_size, gen, device)
         table = torch.full((n,), init_u, device=device) if has_table else None
         state = algorithm.init(potential.init_theta(gen), table)
-        bar = tqdm(total=total_steps, desc=f"chain {chain + 1}/{config.chains}", disable=not config.progress,
-                   leave=False, dynamic_ncols=True)
-        draw = 0
-        for t in range(1, total_steps + 1):
-            state = algorithm.step(state, (train_batches(), meta_batches()))
+        t0, draw, scale, seen_rejected = 0, 0, 1.0, 0
+        if resumed and resumed.get("state") is not None and chain == first_chain:
+            restore_state(state, resumed["state"], device)
+            train_batches.load_state_dict(resumed["train_batches"])
+            meta_batches.load_state_dict(resumed["meta_batches"])
+            gen.set_state(resumed["generator"])
+            t0, draw, scale, seen_rejected = resumed["t"], resumed["draw"], resumed["scale"], resumed["seen_rejected"]
+
+        def save(t: int) -> None:
+            save_checkpoint(checkpoint, {
+                "config": plain, "chain": chain, "t": t, "draw": draw, "scale": scale,
+                "seen_rejected": seen_rejected, "state": state_to_payload(state),
+                "train_batches": train_batches.state_dict(), "meta_batches": meta_batches.state_dict(),
+                "generator": gen.get_state(), "store": store.state_dict(),
+                "finals": [f.cpu() for f in finals], "snapshots": [x.cpu() for x in snapshots]})
+
+        bar = tqdm(total=total_steps, initial=t0, desc=f"chain {chain + 1}/{config.chains}",
+                   disable=not config.progress, leave=False, dynamic_ncols=True)
+        for t in range(t0 + 1, total_steps + 1):
+            state = algorithm.step(state, (train_batches(), meta_batches()), scale)
+            if t % config.check_every == 0 or t == total_steps:
+                scale, seen_rejected = _guard(state, chain, t, scale, seen_rejected, config, checkpoint)
             if t % config.log_every == 0 or t == total_steps:
                 bar.update(t - bar.n)
                 bar.set_postfix(_progress(state, n), refresh=False)
             if t > config.warmup and (t - config.warmup) % config.thin == 0:
                 resync_w_sum(potential, state)
                 weights = potential.weights(state.table).float().cpu().numpy() if has_table else np.zeros(0)
-                store.record(chain, draw, weights, _scalars(potential, state, n))
+                store.record(chain, draw, weights, {**_scalars(potential, state, n),
+                                                    "rejected_steps": float(state.rejected),
+                                                    "step_scale": scale})
                 if draw in keep:
                     snapshots.append(state.theta.detach().clone())
                 draw += 1
+            if checkpoint and config.checkpoint_every and t % config.checkpoint_every == 0 and t < total_steps:
+                save(t)
         bar.close()
-        if not all(math.isfinite(v) for v in summarize_stats(state.stats).values()):
-            raise FloatingPointError(f"chain {chain} ended with non-finite statistics {_progress(state, n)}; "
-                                     "lower the step size")
         finals.append(state.theta.detach().clone())
+        if checkpoint and config.checkpoint_every:
+            state = None  # the next chain starts fresh
+            save_checkpoint(checkpoint, {
+                "config": plain, "chain": chain + 1, "t": 0, "draw": 0, "scale": 1.0, "seen_rejected": 0,
+                "state": None, "store": store.state_dict(), "finals": [f.cpu() for f in finals],
+                "snapshots": [x.cpu() for x in snapshots]})
     seconds = time.perf_counter() - start
     return Posterior(store, finals, snapshots, potential, problem, config, potential.hyper, seconds)
+
+
+def _guard(state, chain: int, t: int, scale: float, seen: int, config: SamplerConfig, checkpoint) -> tuple[float, int]:
+    """Host-side half of the divergence guard: halve the step size after rejections; stop after a run of them."""
+    rejected = int(state.rejected)
+    if rejected > seen:
+        scale *= 0.5
+    if int(state.max_run) >= config.max_rejections:
+        where = f"; the last good checkpoint is {str(checkpoint)!r}" if checkpoint else ""
+        raise DivergenceError(f"chain {chain}: {int(state.max_run)} consecutive non-finite steps by step {t} "
+                              f"(max_rejections={config.max_rejections}); lower step_size{where}")
+    return scale, rejected
 
 
 def _initial_u(potential: TracePotential) -> float:

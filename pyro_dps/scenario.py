@@ -54,18 +54,28 @@ def build_network(spec: dict, data: DataSplits) -> torch.nn.Module:
 
 
 def run_scenario(config: dict, out: str | Path | None = None, *, seed: int | None = None, device: str | None = None,
-                 chains: int | None = None, progress: bool = True, echo=print) -> dict[str, Any]:
-    """Run BADS and the configured baselines; write the run's files to `out` (staged); return metrics.json."""
+                 chains: int | None = None, progress: bool = True, echo=print, resume: bool = False,
+                 checkpoint_every: int | None = None) -> dict[str, Any]:
+    """Run BADS and the configured baselines; write the run's files to `out` (staged); return metrics.json.
+
+    With `out`, the sampler checkpoints to `<out>.checkpoint.pt` (every `checkpoint_every` steps) and
+    `resume=True` continues an interrupted run from there; both side files go when the run completes.
+    """
     seed = config["data"].get("seed", 0) if seed is None else seed
     data_spec = {**config["data"], "seed": seed}
     data = build_data(data_spec)
     model = load_model(config["model"]["file"])
-    sampler = sampler_config(config, seed=seed, device=device, chains=chains, progress=progress)
+    sampler = sampler_config(config, seed=seed, device=device, chains=chains, progress=progress,
+                             checkpoint_every=checkpoint_every)
+    side = {} if out is None else {"checkpoint": Path(f"{out}.checkpoint.pt"), "spill_path": Path(f"{out}.spill.nc")}
+    if out is not None and not resume:
+        for path in side.values():
+            path.unlink(missing_ok=True)
     torch.manual_seed(seed)
     problem = Problem(build_network(config["network"], data), data.x_train, data.y_train, data.x_meta, data.y_meta)
     echo(f"[{config['name']}] N_t={data.n_train} N_m={data.n_meta} N_test={data.n_test} "
          f"kernel={sampler.kernel} chains={sampler.chains} steps/chain={sampler.warmup + sampler.samples * sampler.thin}")
-    posterior = fit(model, problem, config["model"]["hyper"], sampler)
+    posterior = fit(model, problem, config["model"]["hyper"], sampler, resume=resume, **side)
     methods = {"bads": _bads_metrics(posterior, data)}
     total_steps = sampler.warmup + sampler.samples * sampler.thin
     for name, settings in config["baselines"].items():
@@ -94,6 +104,12 @@ def run_scenario(config: dict, out: str | Path | None = None, *, seed: int | Non
             save_draws(_draws_with_labels(posterior, data), stage / "draws.nc")
             plot_weights_by_group(stage / "weights_by_group.png", summary["mean"], data.y_train.numpy(), clean,
                                   title=f"{document['scenario']}: posterior mean weights")
+            from .report import write_run_report  # report.html from the staged files; failures only warn
+
+            write_run_report(stage, run_label=str(out), echo=echo)
+        posterior.draws.close()
+        for path in side.values():
+            path.unlink(missing_ok=True)
         echo(f"wrote {out}/metrics.json, weights.csv, draws.nc, weights_by_group.png")
     return document
 

@@ -41,6 +41,9 @@ class SGMCMCState:
     w_sum: torch.Tensor  # float64 scalar, sum_i w_i
     step: int = 0
     stats: dict[str, torch.Tensor] = field(default_factory=dict)
+    rejected: torch.Tensor | None = None  # count of rejected (non-finite) steps, on the device
+    run: torch.Tensor | None = None  # current run of consecutive rejections
+    max_run: torch.Tensor | None = None  # longest such run so far
 
 
 class UpdateRule(ABC):
@@ -94,10 +97,20 @@ class SamplingAlgorithm:
     step: Callable[[SGMCMCState, Batch], SGMCMCState]
 
 
+def _tensor_aux(aux: dict) -> dict[str, torch.Tensor]:
+    return {k: v for k, v in aux.items() if torch.is_tensor(v)}
+
+
 def blocked_langevin(potential: TracePotential, rule: UpdateRule, step_size, temperature: float = 1.0,
                      local_step_size=None, local_rule: UpdateRule | None = None,
-                     generator: torch.Generator | None = None) -> SamplingAlgorithm:
-    """Random-scan blocked SG-MCMC on (theta, w): the step every kernel shares."""
+                     generator: torch.Generator | None = None, guard: bool = True) -> SamplingAlgorithm:
+    """Random-scan blocked SG-MCMC on (theta, w): the step every kernel shares.
+
+    With `guard`, a step whose gradient is not finite is rejected on the device (the old values are
+    kept by `torch.where`, no host read) and counted in `state.rejected` / `state.run`; the driver
+    reads the counters when it reports progress, reduces the step size and stops after too many.
+    The step-size multiplier `scale` (a host float set by the driver) multiplies the schedules.
+    """
     if temperature < 0 or not math.isfinite(temperature):
         raise ConfigError(f"temperature must be >= 0 and finite, got {temperature!r}")
     eps_theta = make_schedule(step_size)
@@ -113,9 +126,11 @@ def blocked_langevin(potential: TracePotential, rule: UpdateRule, step_size, tem
             table_aux = local_rule.init(table)
         else:
             table, w_sum, table_aux = None, torch.zeros((), dtype=torch.float64, device=theta.device), {}
-        return SGMCMCState(theta, table, rule.init(theta), table_aux, w_sum)
+        zero = torch.zeros((), dtype=torch.long, device=theta.device)
+        return SGMCMCState(theta, table, rule.init(theta), table_aux, w_sum, rejected=zero.clone(),
+                           run=zero.clone(), max_run=zero.clone())
 
-    def step(state: SGMCMCState, batch: Batch) -> SGMCMCState:
+    def step(state: SGMCMCState, batch: Batch, scale: float = 1.0) -> SGMCMCState:
         train_idx, meta_idx = batch
         t = state.step
         if has_table:
@@ -124,15 +139,35 @@ def blocked_langevin(potential: TracePotential, rule: UpdateRule, step_size, tem
         else:
             u, rest = None, state.w_sum
         grads = potential.grads(state.theta, u, train_idx, meta_idx, rest, temperature)
-        rule.apply(state.theta, grads.theta, state.theta_aux, eps_theta(t), temperature, generator)
+        g_theta, g_local = grads.theta, grads.local
+        if guard:
+            ok = torch.isfinite(g_theta.sum()) if g_local is None else torch.isfinite(g_theta.sum() + g_local.sum())
+            g_theta = torch.where(ok, g_theta, 0.0)
+            kept = {"theta": state.theta.clone(), **{k: v.clone() for k, v in _tensor_aux(state.theta_aux).items()}}
+        rule.apply(state.theta, g_theta, state.theta_aux, eps_theta(t) * scale, temperature, generator)
+        if guard:
+            state.theta.copy_(torch.where(ok, state.theta, kept["theta"]))
+            for k, v in _tensor_aux(state.theta_aux).items():
+                v.copy_(torch.where(ok, v, kept[k]))
         if has_table:
             rows = {k: v[train_idx] for k, v in state.table_aux.items()}
-            local_rule.apply(u, grads.local, rows, eps_local(t), temperature, generator)
+            u_old = u.clone() if guard else None
+            rows_old = {k: v.clone() for k, v in rows.items()} if guard else None
+            local_rule.apply(u, torch.where(ok, g_local, 0.0) if guard else g_local, rows, eps_local(t) * scale,
+                             temperature, generator)
             u.clamp_(-U_CLAMP, U_CLAMP)
+            if guard:
+                u = torch.where(ok, u, u_old)
+                rows = {k: torch.where(ok, v, rows_old[k]) for k, v in rows.items()}
             state.table[train_idx] = u
             for k, v in rows.items():
                 state.table_aux[k][train_idx] = v
             state.w_sum = rest + potential.weights(u).double().sum()
+        if guard:
+            bad = (~ok).long()
+            state.rejected += bad
+            state.run.mul_(bad).add_(bad)
+            torch.maximum(state.max_run, state.run, out=state.max_run)
         state.step = t + 1
         state.stats = grads.stats
         return state

@@ -52,11 +52,11 @@ class GradientAscentNoiseRule(OptimizerNoiseRule):
 
 
 def paper(potential, step_size, temperature: float = 1.0, local_step_size=None, optimizer: str = "sgd",
-          noise_std: float = 1e-5, generator=None, **optimizer_kwargs):
+          noise_std: float = 1e-5, generator=None, guard: bool = True, **optimizer_kwargs):
     """The paper's noisy optimiser as an (init, step) pair (temperature is not used: the noise is fixed)."""
     return blocked_langevin(potential, OptimizerNoiseRule(optimizer, noise_std, **optimizer_kwargs), step_size,
                             temperature, local_step_size, local_rule=GradientAscentNoiseRule(noise_std),
-                            generator=generator)
+                            generator=generator, guard=guard)
 
 
 class PaperSampler(SGMCMCKernel):

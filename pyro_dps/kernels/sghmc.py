@@ -32,10 +32,10 @@ class SGHMCRule(UpdateRule):
 
 
 def sghmc(potential, step_size, temperature: float = 1.0, local_step_size=None, friction: float = 0.1,
-          generator=None):
+          generator=None, guard: bool = True):
     """SGHMC as an (init, step) pair; the per-example momentum moves only when its row is in the batch."""
     return blocked_langevin(potential, SGHMCRule(friction), step_size, temperature, local_step_size,
-                            generator=generator)
+                            generator=generator, guard=guard)
 
 
 class SGHMC(SGMCMCKernel):

@@ -16,9 +16,11 @@ class SGLDRule(UpdateRule):
             x.add_(noise_like(x, generator), alpha=math.sqrt(eps * temperature))
 
 
-def sgld(potential, step_size, temperature: float = 1.0, local_step_size=None, generator=None):
+def sgld(potential, step_size, temperature: float = 1.0, local_step_size=None, generator=None,
+          guard: bool = True):
     """SGLD as an (init, step) pair."""
-    return blocked_langevin(potential, SGLDRule(), step_size, temperature, local_step_size, generator=generator)
+    return blocked_langevin(potential, SGLDRule(), step_size, temperature, local_step_size, generator=generator,
+                            guard=guard)
 
 
 class SGLD(SGMCMCKernel):

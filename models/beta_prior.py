@@ -1,0 +1,34 @@
+"""The BADS model (Xu et al., NeurIPS 2024) with a Beta(a, b) base prior on every weight.
+
+    log p(theta, w | D_t, D_m) = sum_i log Beta(w_i; a, b) + log N(sum_i w_i; floor(N_t beta), sigma)
+                                 + log p(theta) - rho_t sum_i w_i l(z_i; theta) - rho_m sum_j l(z_j; theta)
+
+Same sites as `models/bads.py` (`theta.<param>`, `w` in the `train` plate, `w_sum`, `train_lik`,
+`meta_lik`); the base prior is a constant-parameter distribution on [0, 1], so the library's fused fast
+path runs it (checked against the Pyro trace before it is used).
+
+Temperature: the kernels target p^(1/T), and the base prior is tempered with everything else. At
+T = 0.01 a Beta(a, b) acts like Beta(1 + (a - 1) / T, 1 + (b - 1) / T) against an untempered likelihood,
+so keep a and b close to 1 when sampling cold: a = b = 1.05 keeps each weight a few hundredths away
+from 0 and 1 (it softens the hardest decisions) without moving the threshold the sparsity prior sets;
+a = b = 2 at T = 0.01 pulls every weight to 1/2. a, b < 1 - T make the tempered density improper at the
+ends (the weights then run to the clamp of the unconstrained table).
+"""
+from __future__ import annotations
+
+import pyro
+import pyro.distributions as dist
+
+from pyro_dps.models.bads import sparsity_prior, theta_prior
+
+
+def model(ctx, beta: float = 0.5, sigma: float | None = None, a: float = 1.05, b: float = 1.05,
+          rho_t: float = 1.0, rho_m: float = 1.0, prior_scale: float = 1.0) -> None:
+    """BADS with w_i ~ Beta(a, b) before the sparsity prior (a = b = 1 is `models/bads.py`)."""
+    theta = theta_prior(ctx, prior_scale)
+    with pyro.plate("train", ctx.n_train, subsample=ctx.train_idx):
+        w = pyro.sample("w", dist.Beta(float(a), float(b)))
+        pyro.factor("train_lik", -rho_t * w * ctx.train_losses(theta))
+    pyro.sample("w_sum", sparsity_prior(ctx.n_train, beta, sigma), obs=ctx.w_sum(w))
+    with pyro.plate("meta", ctx.n_meta, subsample=ctx.meta_idx):
+        pyro.factor("meta_lik", -rho_m * ctx.meta_losses(theta))

@@ -1,0 +1,405 @@
+"""Convergence diagnostics of a run's draws: per-example R-hat, ESS and MCSE of the weights, the same for
+the per-draw scalars, a pass/warn/fail summary, and plots.
+
+    data = to_arviz("runs/demo")
+    diag = diagnose(data)                  # diag.weights: one row per example; diag.scalars: one per scalar
+    for check in summary(diag): print(check.status, check.name, check.message)
+
+Statistics come from ArviZ: rank-normalised split R-hat (Vehtari et al. 2021), bulk and tail ESS, MCSE of
+the mean. `_STAT_FUNCTIONS` is the one place that picks the 0.x (`arviz.rhat/ess/mcse`) or the 1.x
+(`arviz_stats.rhat/ess/mcse`) functions; both take a Dataset with dims (chain, draw, ...).
+
+Thresholds (`Thresholds`, all stated in the report):
+- R-hat: > 1.01 warns, > 1.05 fails. For the N_t weights the check fails when more than 5% of them
+  (`max_bad_fraction`) exceed 1.05 and warns when any exceeds 1.01; a scalar fails/warns on its own value.
+- ESS (bulk and tail): below 100 (`ess_floor`, over all chains together) warns; for the weights the
+  check fails when more than 5% of them are below the floor.
+- Non-finite draws or non-finite sampler steps fail; rejected steps warn.
+Weights whose draws are all identical in every chain (R-hat undefined) count as agreeing, and are reported.
+"""
+from __future__ import annotations
+
+import math
+import warnings
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+import xarray as xr
+
+from .arviz_data import ARVIZ_1, example_groups, is_arviz_data, nonfinite_steps, posterior_group, \
+    rejected_steps, scalar_names, to_arviz
+
+STATUSES = ("pass", "warn", "fail")
+
+
+def _stat_functions() -> dict:
+    """rhat / ess_bulk / ess_tail / mcse_mean as functions of a Dataset: the one version dispatch."""
+    if ARVIZ_1:
+        import arviz_stats as azs
+
+        return {"rhat": lambda ds: azs.rhat(ds, method="rank"),
+                "ess_bulk": lambda ds: azs.ess(ds, method="bulk"),
+                "ess_tail": lambda ds: azs.ess(ds, method="tail"),
+                "mcse_mean": lambda ds: azs.mcse(ds, method="mean")}
+    import arviz as az
+
+    return {"rhat": lambda ds: az.rhat(ds, method="rank"),
+            "ess_bulk": lambda ds: az.ess(ds, method="bulk"),
+            "ess_tail": lambda ds: az.ess(ds, method="tail"),
+            "mcse_mean": lambda ds: az.mcse(ds, method="mean")}
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    """The limits `summary` checks against."""
+
+    rhat_warn: float = 1.01
+    rhat_fail: float = 1.05
+    ess_floor: float = 100.0
+    max_bad_fraction: float = 0.05
+
+
+@dataclass
+class Diagnostics:
+    """Per-example (`weights`) and per-scalar (`scalars`) tables of mean, sd, R-hat, ESS and MCSE."""
+
+    weights: pd.DataFrame
+    scalars: pd.DataFrame
+    chains: int
+    draws: int
+    nonfinite_draws: dict[str, int] = field(default_factory=dict)
+    nonfinite_steps: int = 0
+    rejected_steps: int = 0
+
+    def rhat_fraction(self, below: float = 1.05) -> float:
+        """Fraction of weights with R-hat < `below` (identical-draws weights count as below)."""
+        if self.weights.empty:
+            return float("nan")
+        r = self.weights["rhat"].to_numpy()
+        return float(np.mean((r < below) | self.weights["constant"].to_numpy()))
+
+
+@dataclass(frozen=True)
+class Check:
+    """One diagnostic check: `status` is 'pass', 'warn' or 'fail'."""
+
+    name: str
+    status: str
+    value: str
+    threshold: str
+    message: str
+
+
+def compute_stats(ds: xr.Dataset) -> dict[str, xr.Dataset]:
+    """{'rhat', 'ess_bulk', 'ess_tail', 'mcse_mean'} of every variable of `ds` (dims chain, draw, ...)."""
+    out = {}
+    with warnings.catch_warnings():  # constant draws give 0/0 inside ArviZ: reported as NaN, handled below
+        warnings.simplefilter("ignore", RuntimeWarning)
+        for name, fn in _stat_functions().items():
+            out[name] = fn(ds)
+    return out
+
+
+def diagnose(data) -> Diagnostics:
+    """Diagnostics of ArviZ data (from `to_arviz`), a draws Dataset or a run directory."""
+    if not is_arviz_data(data) and not isinstance(data, xr.Dataset):
+        data = to_arviz(data)
+    post = posterior_group(data)
+    chains, draws = int(post.sizes["chain"]), int(post.sizes["draw"])
+    scalars = scalar_names(data)
+    names = scalars + (["weights"] if "weights" in post else [])
+    ds = post[names]
+    stats = compute_stats(ds) if chains * draws > 3 else {}
+    nonfinite = {name: int((~np.isfinite(post[name].values)).sum()) for name in names}
+    rows = []
+    for name in scalars:
+        values = post[name].values.astype(np.float64)
+        row = {"name": name, "mean": float(np.nanmean(values)), "sd": float(np.nanstd(values, ddof=1))
+               if values.size > 1 else float("nan"), "constant": bool(np.nanmax(values) == np.nanmin(values))}
+        for stat, result in stats.items():
+            row[stat] = float(result[name].values)
+        rows.append(row)
+    scalar_table = pd.DataFrame(rows, columns=["name", "mean", "sd", "rhat", "ess_bulk", "ess_tail", "mcse_mean",
+                                               "constant"]).set_index("name")
+    if "weights" in post:
+        w = post["weights"].transpose("chain", "draw", "example")
+        values = w.values.astype(np.float64)
+        flat = values.reshape(chains * draws, -1)
+        table = pd.DataFrame({"example": post["example"].values, "mean": flat.mean(0),
+                              "sd": flat.std(0, ddof=1) if flat.shape[0] > 1 else np.nan,
+                              "constant": flat.max(0) == flat.min(0)})
+        for stat, result in stats.items():
+            table[stat] = np.asarray(result["weights"].transpose("example").values, dtype=np.float64)
+        for key, group in example_groups(data).items():
+            table[key] = group
+        weight_table = table.set_index("example")
+    else:
+        weight_table = pd.DataFrame(columns=["mean", "sd", "constant", "rhat", "ess_bulk", "ess_tail", "mcse_mean"])
+    for table in (scalar_table, weight_table):
+        for col in ("rhat", "ess_bulk", "ess_tail", "mcse_mean"):
+            if col not in table:
+                table[col] = np.nan
+    return Diagnostics(weight_table, scalar_table, chains, draws, nonfinite,
+                       nonfinite_steps(data) if is_arviz_data(data) else 0,
+                       rejected_steps(data) if is_arviz_data(data) else 0)
+
+
+def _worst(statuses: list[str]) -> str:
+    return max(statuses, key=STATUSES.index) if statuses else "pass"
+
+
+def summary(data, thresholds: Thresholds | None = None) -> list[Check]:
+    """Checks with pass/warn/fail: finiteness, sampler steps, R-hat and ESS of weights and scalars."""
+    th = thresholds or Thresholds()
+    diag = data if isinstance(data, Diagnostics) else diagnose(data)
+    checks: list[Check] = []
+    bad_draws = {k: v for k, v in diag.nonfinite_draws.items() if v}
+    checks.append(Check("finite draws", "fail" if bad_draws else "pass",
+                        str(sum(bad_draws.values())), "0 non-finite values",
+                        f"non-finite values in {sorted(bad_draws)}" if bad_draws else "all draws are finite"))
+    checks.append(Check("non-finite sampler steps", "fail" if diag.nonfinite_steps else "pass",
+                        str(diag.nonfinite_steps), "0",
+                        "the sampler reported non-finite steps" if diag.nonfinite_steps
+                        else "no non-finite steps reported"))
+    checks.append(Check("rejected sampler steps", "warn" if diag.rejected_steps else "pass",
+                        str(diag.rejected_steps), "0",
+                        "the sampler rejected steps" if diag.rejected_steps else "no rejected steps reported"))
+    if diag.chains < 2:
+        checks.append(Check("chains", "warn", str(diag.chains), ">= 2",
+                            "R-hat needs at least 2 chains; run more chains to assess convergence"))
+    w = diag.weights
+    if not w.empty:
+        n = len(w)
+        rhat = w["rhat"].to_numpy()
+        const = w["constant"].to_numpy()
+        assessed = ~const
+        over_fail = int(np.sum(assessed & ~(rhat <= th.rhat_fail)))  # NaN R-hat of a varying weight counts as bad
+        over_warn = int(np.sum(assessed & ~(rhat <= th.rhat_warn)))
+        frac_fail = over_fail / n
+        status = "fail" if frac_fail > th.max_bad_fraction else ("warn" if over_warn else "pass")
+        checks.append(Check(
+            "R-hat of weights", status, f"{100 * (1 - frac_fail):.1f}% < {th.rhat_fail}; max {np.nanmax(rhat):.3f}"
+            if np.isfinite(rhat).any() else "not computable",
+            f"fail if > {100 * th.max_bad_fraction:.0f}% of weights exceed {th.rhat_fail}; warn if any exceeds "
+            f"{th.rhat_warn}",
+            f"{over_fail} of {n} weights have R-hat > {th.rhat_fail}, {over_warn} > {th.rhat_warn}"
+            + (f"; {int(const.sum())} have identical draws in every chain" if const.any() else "")))
+        for kind in ("ess_bulk", "ess_tail"):
+            ess = w[kind].to_numpy()
+            low = int(np.sum(assessed & ~(ess >= th.ess_floor)))
+            status = "fail" if low / n > th.max_bad_fraction else ("warn" if low else "pass")
+            label = "bulk" if kind == "ess_bulk" else "tail"
+            checks.append(Check(
+                f"{label} ESS of weights", status,
+                f"median {np.nanmedian(ess):.0f}; min {np.nanmin(ess):.0f}" if np.isfinite(ess).any() else "n/a",
+                f"fail if > {100 * th.max_bad_fraction:.0f}% of weights below {th.ess_floor:.0f}; "
+                f"warn if any below",
+                f"{low} of {n} weights have {label} ESS < {th.ess_floor:.0f} ({diag.chains * diag.draws} draws)"))
+    for name, row in diag.scalars.iterrows():
+        if row["constant"]:
+            checks.append(Check(f"{name}", "pass", "constant", "-", f"{name} is the same in every draw"))
+            continue
+        r = row["rhat"]
+        status = "fail" if not (r <= th.rhat_fail) else ("warn" if r > th.rhat_warn else "pass")
+        checks.append(Check(f"R-hat of {name}", status, f"{r:.3f}" if math.isfinite(r) else "n/a",
+                            f"warn > {th.rhat_warn}, fail > {th.rhat_fail}",
+                            f"rank-normalised split R-hat over {diag.chains} chains"))
+        ess = min(row["ess_bulk"], row["ess_tail"])
+        checks.append(Check(f"ESS of {name}", "warn" if not (ess >= th.ess_floor) else "pass",
+                            f"bulk {row['ess_bulk']:.0f}, tail {row['ess_tail']:.0f}", f"warn < {th.ess_floor:.0f}",
+                            f"effective sample size out of {diag.chains * diag.draws} draws"))
+    return checks
+
+
+def overall(checks: list[Check]) -> str:
+    """The worst status of a list of checks."""
+    return _worst([c.status for c in checks])
+
+
+def checks_table(checks: list[Check]) -> pd.DataFrame:
+    """Checks as a DataFrame (for notebooks)."""
+    return pd.DataFrame([c.__dict__ for c in checks])
+
+
+def worst_examples(diag: Diagnostics, n: int = 4) -> list:
+    """Example ids with the highest R-hat (NaN last): the ones to look at in trace and rank plots."""
+    if diag.weights.empty:
+        return []
+    order = diag.weights["rhat"].fillna(-np.inf).sort_values(ascending=False)
+    return list(order.index[:n])
+
+
+# ------------------------------------------------------------------------------------------------ plots
+def _plt():
+    import matplotlib
+
+    if matplotlib.get_backend().lower() not in ("agg", "module://matplotlib_inline.backend_inline"):
+        try:
+            matplotlib.use("Agg")
+        except Exception:  # an interactive backend is already in use (notebooks): keep it
+            pass
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _series(data, var_names: list[str] | None, examples: list | None) -> list[tuple[str, np.ndarray]]:
+    """(label, (chain, draw) array) for the chosen scalars and example weights."""
+    post = posterior_group(data)
+    out = []
+    for name in (scalar_names(data) if var_names is None else var_names):
+        out.append((name, post[name].transpose("chain", "draw").values.astype(np.float64)))
+    for ex in examples or []:
+        out.append((f"w[{ex}]", post["weights"].sel(example=ex).transpose("chain", "draw").values.astype(np.float64)))
+    return out
+
+
+def plot_trace(data, examples: list | None = None, var_names: list[str] | None = None):
+    """Trace (right) and per-chain histogram (left) of scalars and chosen example weights; a Figure.
+
+    Drawn with matplotlib directly: the 0.x `az.plot_trace` and the 1.x `arviz_plots` APIs differ entirely,
+    and one code path keeps the figures identical on both lines.
+    """
+    plt = _plt()
+    series = _series(data, var_names, examples)
+    fig, axes = plt.subplots(len(series), 2, figsize=(10, 1.7 * len(series) + 0.6), squeeze=False,
+                             gridspec_kw={"width_ratios": [1, 2.4]})
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for row, (label, values) in enumerate(series):
+        finite = values[np.isfinite(values)]
+        bins = np.linspace(finite.min(), finite.max(), 30) if finite.size and finite.min() < finite.max() else 10
+        for c in range(values.shape[0]):
+            color = colors[c % len(colors)]
+            axes[row, 0].hist(values[c][np.isfinite(values[c])], bins=bins, histtype="step", color=color)
+            axes[row, 1].plot(values[c], color=color, lw=0.9, alpha=0.85, label=f"chain {c}")
+        axes[row, 0].set_ylabel(label)
+        axes[row, 0].set_yticks([])
+    axes[0, 1].legend(loc="upper right", fontsize=7, ncol=min(values.shape[0], 4))
+    axes[-1, 1].set_xlabel("draw (after thinning)")
+    axes[-1, 0].set_xlabel("value")
+    fig.suptitle("trace plots: per-chain distribution (left) and draws (right)")
+    fig.tight_layout()
+    return fig
+
+
+def rank_counts(values: np.ndarray, bins: int = 10) -> np.ndarray:
+    """Per-chain histogram counts (chain, bins) of the pooled ranks of (chain, draw) draws."""
+    from scipy.stats import rankdata
+
+    ranks = rankdata(values.reshape(-1)).reshape(values.shape)
+    edges = np.linspace(0.5, values.size + 0.5, bins + 1)
+    return np.stack([np.histogram(ranks[c], bins=edges)[0] for c in range(values.shape[0])])
+
+
+def plot_rank(data, examples: list | None = None, var_names: list[str] | None = None, bins: int = 10):
+    """Rank plots (Vehtari et al. 2021): per-chain histograms of pooled ranks; flat bars = chains agree."""
+    plt = _plt()
+    series = _series(data, var_names, examples)
+    ncols = min(3, len(series))
+    nrows = math.ceil(len(series) / ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(3.6 * ncols, 1.9 * nrows + 0.6), squeeze=False)
+    for k, (label, values) in enumerate(series):
+        ax = axes[k // ncols, k % ncols]
+        counts = rank_counts(values, bins)
+        chains = counts.shape[0]
+        width = 1.0 / bins
+        left = np.arange(bins) * width
+        for c in range(chains):  # a uniform histogram (what agreeing chains give) reaches the dashed line
+            height = counts[c] / max(counts[c].sum() / bins, 1e-12) * 0.4
+            ax.bar(left + width / 2, height, width=width * 0.9, bottom=c, color=f"C{c}", align="center")
+            ax.axhline(c + 0.4, color="k", lw=0.6, ls="--")
+        ax.set_yticks(np.arange(chains) + 0.2, [f"chain {c}" for c in range(chains)], fontsize=7)
+        ax.set_xticks([])
+        ax.set_title(label, fontsize=9)
+    for k in range(len(series), nrows * ncols):
+        axes[k // ncols, k % ncols].axis("off")
+    fig.suptitle("rank plots: bars near the dashed line in every chain = chains agree")
+    fig.tight_layout()
+    return fig
+
+
+def plot_diagnostic_histograms(diag: Diagnostics, thresholds: Thresholds | None = None):
+    """Histograms of the weights' R-hat and bulk ESS with the thresholds marked."""
+    plt = _plt()
+    th = thresholds or Thresholds()
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.2))
+    r = diag.weights["rhat"].to_numpy(dtype=float)
+    r = r[np.isfinite(r)]
+    if r.size:
+        axes[0].hist(r, bins=40, color="tab:gray")
+    for x, color in ((th.rhat_warn, "tab:orange"), (th.rhat_fail, "tab:red")):
+        axes[0].axvline(x, color=color, ls="--", label=f"{x}")
+    axes[0].set_xlabel("R-hat (rank-normalised, split)")
+    axes[0].set_ylabel("weights")
+    axes[0].legend(title="threshold", fontsize=8)
+    e = diag.weights["ess_bulk"].to_numpy(dtype=float)
+    e = e[np.isfinite(e)]
+    if e.size:
+        axes[1].hist(e, bins=40, color="tab:gray")
+    axes[1].axvline(th.ess_floor, color="tab:red", ls="--", label=f"floor {th.ess_floor:.0f}")
+    axes[1].set_xlabel(f"bulk ESS (of {diag.chains * diag.draws} draws)")
+    axes[1].legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def _group_labels(key: str, values: np.ndarray) -> tuple[list, list[str]]:
+    levels = sorted(np.unique(values).tolist())
+    if key == "clean" and set(levels) <= {False, True, 0, 1}:
+        return levels, ["noisy" if not v else "clean" for v in levels]
+    return levels, [str(v) for v in levels]
+
+
+def plot_weights_by_group(data, groups: list[str] | None = None, interval: float = 0.9):
+    """Weight posteriors by group: per grouping coordinate (class, source, clean/noisy), the posterior means
+    of each group's examples (box) over the pooled draws (violin); plus every example's mean and central
+    interval, sorted, coloured by clean/noisy when known."""
+    plt = _plt()
+    post = posterior_group(data)
+    w = post["weights"].transpose("chain", "draw", "example").values
+    flat = w.reshape(-1, w.shape[-1]).astype(np.float64)
+    mean = flat.mean(0)
+    coords = example_groups(data)
+    keys = [k for k in (groups if groups is not None else list(coords)) if k in coords]
+    fig, axes = plt.subplots(1, len(keys) + 1, figsize=(4.2 * (len(keys) + 1) + 1, 3.6), squeeze=False,
+                             gridspec_kw={"width_ratios": [max(1.0, len(np.unique(coords[k])) / 4) for k in keys]
+                                          + [1.6]})
+    axes = axes[0]
+    rng = np.random.default_rng(0)
+    for ax, key in zip(axes, keys):
+        levels, names = _group_labels(key, coords[key])
+        pooled, means = [], []
+        for level in levels:
+            cols = coords[key] == level
+            sample = flat[:, cols].reshape(-1)
+            pooled.append(sample if sample.size <= 20000 else rng.choice(sample, 20000, replace=False))
+            means.append(mean[cols])
+        pos = np.arange(1, len(levels) + 1)
+        parts = ax.violinplot(pooled, positions=pos, widths=0.85, showextrema=False)
+        for body in parts["bodies"]:
+            body.set_alpha(0.35)
+        ax.boxplot(means, positions=pos, widths=0.3, showfliers=False)
+        ax.set_xticks(pos, [f"{n}\n(n={len(m)})" if len(levels) <= 4 else n for n, m in zip(names, means)],
+                      fontsize=8)
+        ax.set_ylim(-0.03, 1.03)
+        ax.set_title(f"by {key}", fontsize=10)
+        ax.set_ylabel("weight")
+    ax = axes[-1]
+    lo, hi = np.quantile(flat, [(1 - interval) / 2, (1 + interval) / 2], axis=0)
+    order = np.argsort(mean)
+    x = np.arange(len(order))
+    clean = coords.get("clean")
+    colors = np.where(clean[order].astype(bool), "tab:blue", "tab:red") if clean is not None else "tab:blue"
+    ax.vlines(x, lo[order], hi[order], colors=colors, alpha=0.25, lw=0.8)
+    ax.scatter(x, mean[order], c=colors, s=2)
+    ax.set_xlabel("examples, sorted by posterior mean")
+    ax.set_ylabel(f"mean and {int(interval * 100)}% interval")
+    if clean is not None:
+        from matplotlib.lines import Line2D
+
+        ax.legend(handles=[Line2D([], [], color="tab:blue", marker="o", ls="", label="clean"),
+                           Line2D([], [], color="tab:red", marker="o", ls="", label="noisy")], fontsize=8)
+    ax.set_title("every example", fontsize=10)
+    fig.tight_layout()
+    return fig

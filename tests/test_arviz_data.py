@@ -1,0 +1,175 @@
+"""The ArviZ adapter on both ArviZ lines (run under .venv (0.x) and .venv-arviz1 (1.x)).
+
+Set PYRO_DPS_EXPECT_ARVIZ=0 or =1 to make the run fail when the interpreter has the other line installed.
+"""
+import json
+import os
+import types
+
+import arviz
+import numpy as np
+import pytest
+import xarray as xr
+from packaging.version import Version
+
+from pyro_dps.arviz_data import (ARVIZ_1, RunDirError, arviz_line, example_groups, get_group, group_names,
+                                 is_arviz_data, load_run, nonfinite_steps, posterior_group, rejected_steps,
+                                 sample_stats_group, scalar_names, step_sizes, to_arviz, weight_draws)
+from pyro_dps.draws import save_draws
+from pyro_dps.driver import SamplerConfig
+from pyro_dps.errors import DataError, DPSError
+
+C, D, N = 4, 30, 9
+
+
+def draws_dataset(seed: int = 0, n: int = N, beta: bool = True) -> xr.Dataset:
+    """Shaped like Posterior.dataset() plus the label/clean coordinates a run records."""
+    rng = np.random.default_rng(seed)
+    w = rng.random((C, D, n)).astype(np.float32)
+    scalars = {k: rng.normal(size=(C, D)) for k in ("log_joint", "meta_loss", "train_loss", "theta_norm")}
+    scalars["w_mean"] = w.astype(np.float64).sum(-1) / max(n, 1)
+    if beta:
+        scalars["beta"] = rng.random((C, D))
+    ds = xr.Dataset({"weights": (("chain", "draw", "example"), w),
+                     **{k: (("chain", "draw"), v) for k, v in scalars.items()}},
+                    coords={"chain": np.arange(C), "draw": np.arange(D), "example": 100 + 3 * np.arange(n)})
+    return ds.assign_coords(label=("example", np.arange(n) % 3), clean=("example", np.arange(n) % 2 == 0))
+
+
+def write_run(path, ds: xr.Dataset, sampler: dict | None = None):
+    path.mkdir(parents=True, exist_ok=True)
+    save_draws(ds, path / "draws.nc")
+    config = {"name": "test", "sampler": sampler or {"step_size": 1e-3, "local_step_size": 0.05, "warmup": 100,
+                                                     "thin": 5, "samples": D, "chains": C}}
+    (path / "metrics.json").write_text(json.dumps({"scenario": "test", "methods": {}, "weights": None,
+                                                   "config": config}))
+    return path
+
+
+def test_line_is_decided_by_the_installed_version():
+    installed = Version(arviz.__version__)
+    assert ARVIZ_1 == (installed >= Version("1.0"))
+    assert arviz_line() == ("1.x" if ARVIZ_1 else "0.x")
+    expected = os.environ.get("PYRO_DPS_EXPECT_ARVIZ")
+    if expected is not None:
+        assert ARVIZ_1 == (expected == "1"), f"expected ArviZ line {expected}, found {arviz.__version__}"
+    if ARVIZ_1:
+        assert installed >= Version("1.3")
+
+
+def test_object_type_per_line():
+    data = to_arviz(draws_dataset())
+    assert is_arviz_data(data)
+    if ARVIZ_1:
+        assert type(data) is xr.DataTree  # not a legacy InferenceData look-alike
+    else:
+        assert isinstance(data, arviz.InferenceData)
+        assert not isinstance(data, xr.DataTree)
+    assert set(group_names(data)) == {"posterior", "sample_stats"}
+
+
+def test_weights_round_trip_exactly_with_coordinates():
+    ds = draws_dataset()
+    data = to_arviz(ds)
+    w = weight_draws(data)
+    assert w.dims == ("chain", "draw", "example")
+    assert w.dtype == np.float32
+    np.testing.assert_array_equal(w.values, ds["weights"].values)  # exact, not approximately
+    np.testing.assert_array_equal(w["example"].values, ds["example"].values)
+    groups = example_groups(data)
+    np.testing.assert_array_equal(groups["label"], ds["label"].values)
+    np.testing.assert_array_equal(groups["clean"], ds["clean"].values)
+    post = posterior_group(data)
+    for name in ("log_joint", "meta_loss", "train_loss", "w_mean", "theta_norm", "beta"):
+        np.testing.assert_array_equal(post[name].values, ds[name].values)
+        assert post[name].dims == ("chain", "draw")
+    assert set(scalar_names(data)) == {"log_joint", "meta_loss", "train_loss", "w_mean", "theta_norm", "beta"}
+    # w_mean is sum_i w_i / N_t
+    np.testing.assert_allclose(post["w_mean"].values, ds["weights"].values.astype(np.float64).mean(-1), rtol=1e-12)
+
+
+def test_sample_stats_default_to_zero_counts_and_unknown_step_size():
+    data = to_arviz(draws_dataset(beta=False))
+    stats = sample_stats_group(data)
+    assert stats["rejected_steps"].dims == ("chain", "draw")
+    assert int(stats["rejected_steps"].sum()) == 0 and int(stats["nonfinite_steps"].sum()) == 0
+    assert np.isnan(stats["step_size"].values).all()  # a bare Dataset does not say its step size
+    assert "beta" not in posterior_group(data)
+    assert nonfinite_steps(data) == 0 and rejected_steps(data) == 0
+
+
+def test_recorded_step_counts_and_extra_sample_stats_are_used():
+    ds = draws_dataset()
+    nonfinite = np.zeros((C, D), dtype=np.int64)
+    nonfinite[1, 3] = 2
+    ds["nonfinite"] = (("chain", "draw"), nonfinite)
+    data = to_arviz(ds, sample_stats={"rejected_steps": np.ones((C, D), dtype=np.int64),
+                                      "step_size": np.full((C, D), 0.25)})
+    assert nonfinite_steps(data) == 2
+    assert rejected_steps(data) == C * D
+    assert "nonfinite" not in posterior_group(data)  # a sampler statistic, not a posterior quantity
+    np.testing.assert_array_equal(sample_stats_group(data)["step_size"].values, 0.25)
+    with pytest.raises(DataError, match="shape"):
+        to_arviz(ds, sample_stats={"step_size": np.ones(3)})
+
+
+def test_run_directory_and_draws_file(tmp_path):
+    ds = draws_dataset(seed=3)
+    run = write_run(tmp_path / "run", ds)
+    for source in (run, run / "draws.nc", str(run)):
+        data = to_arviz(source)
+        np.testing.assert_array_equal(weight_draws(data).values, ds["weights"].values)
+        stats = sample_stats_group(data)
+        np.testing.assert_array_equal(stats["step_size"].values, 1e-3)
+        np.testing.assert_array_equal(stats["step_size_local"].values, 0.05)
+    loaded, metrics = load_run(run)
+    assert metrics["scenario"] == "test" and loaded.sizes["example"] == N
+
+
+def test_step_size_schedule_is_evaluated_at_each_draw():
+    sampler = {"step_size": {"kind": "polynomial", "a": 1.0, "b": 1.0, "gamma": 0.5}, "warmup": 10, "thin": 2}
+    eps = step_sizes(sampler, 2, 3)
+    expected = [(1.0 + t) ** -0.5 for t in (11, 13, 15)]  # 0-based step of draws 0, 1, 2
+    np.testing.assert_allclose(eps, np.tile(expected, (2, 1)))
+    assert np.isnan(step_sizes(None, 2, 3)).all()
+
+
+def test_posterior_like_object():
+    ds = draws_dataset()
+    fake = types.SimpleNamespace(dataset=lambda: ds, config=SamplerConfig(step_size=0.01, warmup=0, thin=1))
+    data = to_arviz(fake)
+    np.testing.assert_array_equal(sample_stats_group(data)["step_size"].values, 0.01)
+
+
+def test_weight_network_run_has_no_weights():
+    ds = draws_dataset(n=0)
+    data = to_arviz(ds)
+    assert "weights" not in posterior_group(data)
+    with pytest.raises(DataError, match="weights"):
+        weight_draws(data)
+
+
+def test_helpers_accept_a_plain_dataset():
+    ds = draws_dataset()
+    assert get_group(ds, "posterior") is ds
+    np.testing.assert_array_equal(weight_draws(ds).values, ds["weights"].values)
+    with pytest.raises(KeyError):
+        get_group(to_arviz(ds), "prior")
+
+
+def test_bad_run_directories_name_the_file(tmp_path):
+    with pytest.raises(RunDirError, match="does not exist"):
+        to_arviz(tmp_path / "missing")
+    run = write_run(tmp_path / "run", draws_dataset())
+    (run / "draws.nc").write_bytes(b"not a netcdf file")
+    with pytest.raises(RunDirError, match="draws.nc"):
+        to_arviz(run)
+    run2 = write_run(tmp_path / "run2", draws_dataset())
+    (run2 / "metrics.json").unlink()
+    with pytest.raises(RunDirError, match="metrics.json"):
+        to_arviz(run2)
+    (run2 / "metrics.json").write_text("{not json")
+    with pytest.raises(DPSError, match="metrics.json"):
+        to_arviz(run2)
+    with pytest.raises(TypeError):
+        to_arviz(42)
