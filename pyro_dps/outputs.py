@@ -18,6 +18,18 @@ import numpy as np
 from .errors import ConfigError
 
 
+def check_writable(out: str | os.PathLike) -> Path:
+    """Fail early, with the path named, when the output directory's parent cannot be created or written."""
+    out = Path(out)
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        probe = tempfile.NamedTemporaryFile(dir=out.parent, prefix=f".{out.name}.probe-")
+        probe.close()
+    except OSError as exc:
+        raise ConfigError(f"output directory {str(out)!r} cannot be written: {exc.strerror or exc}") from exc
+    return out
+
+
 @contextlib.contextmanager
 def staged_directory(out: str | os.PathLike):
     """Yield a temporary folder beside `out`; on success it replaces `out`, on failure it is removed."""

@@ -19,7 +19,7 @@ from .errors import ConfigError
 from .metrics import accuracy, noise_auroc
 from .model_loader import load_model
 from .networks import NETWORKS
-from .outputs import metrics_document, plot_weights_by_group, staged_directory, write_json, write_weights_csv
+from .outputs import check_writable, metrics_document, plot_weights_by_group, staged_directory, write_json, write_weights_csv
 from .training import predict_proba
 
 
@@ -61,6 +61,8 @@ def run_scenario(config: dict, out: str | Path | None = None, *, seed: int | Non
     With `out`, the sampler checkpoints to `<out>.checkpoint.pt` (every `checkpoint_every` steps) and
     `resume=True` continues an interrupted run from there; both side files go when the run completes.
     """
+    if out is not None:
+        check_writable(out)
     seed = config["data"].get("seed", 0) if seed is None else seed
     data_spec = {**config["data"], "seed": seed}
     data = build_data(data_spec)

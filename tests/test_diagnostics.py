@@ -96,7 +96,7 @@ def test_warn_between_thresholds():
     # one weight with R-hat between 1.01 and 1.05 among well-mixed ones -> warn, not fail
     ds = chains(n=5)
     w = ds["weights"].values.copy()
-    w[:, :, 0] += 0.1 * np.arange(C)[:, None]
+    w[:, :, 0] += 0.15 * np.arange(C)[:, None]
     ds["weights"] = (("chain", "draw", "example"), w)
     diag = diagnose(ds)
     r = diag.weights["rhat"].iloc[0]
@@ -166,6 +166,6 @@ def test_dispatch_matches_the_line():
     import arviz
 
     functions = _stat_functions()
-    module = functions["rhat"].__code__.co_names
-    assert ("azs" in module) == ARVIZ_1
+    closure = functions["rhat"].__code__.co_freevars  # the module the lambda calls into
+    assert closure == (("azs",) if ARVIZ_1 else ("az",))
     assert arviz.__version__.startswith("1.") == ARVIZ_1
