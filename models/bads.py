@@ -15,6 +15,8 @@ import math
 import pyro
 import pyro.distributions as dist
 
+from pyro_dps.errors import ConfigError, DataError
+
 
 def theta_prior(ctx, prior_scale: float) -> dict:
     """Zero-mean Gaussian prior on every network parameter (weight decay 1 / prior_scale^2)."""
@@ -44,12 +46,26 @@ def sparsity_prior(n_train: int, beta: float, sigma: float | None) -> dist.Distr
     return dist.Normal(float(math.floor(n_train * beta)), sigma)
 
 
+def check_hyper(beta: float, sigma: float | None, **positive: float) -> None:
+    """Impossible hyper-parameters raise ConfigError naming the field and the value."""
+    if not isinstance(beta, (int, float)) or not 0 < beta <= 1:
+        raise ConfigError(f"beta must be in (0, 1], got {beta!r}")
+    if sigma is not None and (not isinstance(sigma, (int, float)) or not sigma > 0):
+        raise ConfigError(f"sigma must be > 0, got {sigma!r}")
+    for name, value in positive.items():
+        if not isinstance(value, (int, float)) or not value > 0:
+            raise ConfigError(f"{name} must be > 0, got {value!r}")
+
+
 def model(ctx, beta: float = 0.5, sigma: float | None = None, rho_t: float = 1.0, rho_m: float = 1.0,
           prior_scale: float = 1.0, base_a: float = 1.0, base_b: float = 1.0) -> None:
     """Joint density of network parameters theta and per-example weights w (one minibatch's view).
 
     The `train` and `meta` plates subsample; Pyro scales their terms by N/|B|.
     """
+    check_hyper(beta, sigma, rho_t=rho_t, rho_m=rho_m, prior_scale=prior_scale, base_a=base_a, base_b=base_b)
+    if ctx.n_meta == 0:
+        raise DataError("the meta set D_m is empty: BADS needs at least one curated example")
     theta = theta_prior(ctx, prior_scale)
     with pyro.plate("train", ctx.n_train, subsample=ctx.train_idx):
         w = pyro.sample("w", base_prior(base_a, base_b))

@@ -28,7 +28,7 @@ from pyro.distributions.transforms import biject_to
 from pyro.poutine.util import site_is_subsample
 
 from .context import ModelContext, Problem
-from .errors import ModelError
+from .errors import DPSError, ModelError
 
 LOCAL_PLATE = "train"
 
@@ -109,6 +109,8 @@ class TracePotential:
         try:
             with torch.no_grad():
                 return poutine.trace(self.model).get_trace(ctx, **self.hyper)
+        except DPSError:
+            raise
         except Exception as exc:  # a broken user model: say which model and why
             raise ModelError(f"model {getattr(self.model, '__name__', self.model)!r} failed on a probe batch: "
                              f"{type(exc).__name__}: {exc}") from exc
