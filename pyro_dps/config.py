@@ -11,7 +11,8 @@ from .driver import SamplerConfig
 from .errors import ConfigError
 
 DATA_KEYS = {"source": str, "path": str, "seed": int, "noise": (str, type(None)), "noise_rate": float,
-             "meta_per_class": int, "test_per_class": int, "imbalance_factor": (float, type(None))}
+             "meta_per_class": int, "test_per_class": int, "imbalance_factor": (float, type(None)),
+             "n_train": int, "n_test": int}
 NETWORK_KEYS = {"kind": str, "hidden": list, "depth": int, "width": int}
 BASELINE_KEYS = {"steps": (int, type(None)), "lr": float, "optimizer": str, "batch_size": int, "weight_decay": float}
 SAMPLER_KEYS = {f.name for f in fields(SamplerConfig)}
@@ -86,7 +87,10 @@ def validate_config(config: dict) -> dict:
     for name, settings in baselines.items():
         if not isinstance(settings, dict):
             raise ConfigError(f"baselines.{name} must be a table, got {settings!r}")
-        _check_types(settings, BASELINE_KEYS, f"baselines.{name}")
+        from .baselines import BASELINES, EXTRA_SETTINGS
+        if name not in BASELINES:
+            raise ConfigError(f"baselines.{name}: unknown baseline (known: {sorted(BASELINES)})")
+        _check_types(settings, {**BASELINE_KEYS, **EXTRA_SETTINGS.get(name, {})}, f"baselines.{name}")
     out["baselines"] = baselines
     _check_values(out)
     return out

@@ -9,7 +9,7 @@ import numpy as np
 import torch
 
 from . import data as datasets
-from .baselines import BASELINES
+from .baselines import BASELINES, BETA_BASELINES
 from .config import sampler_config
 from .context import Problem
 from .data import DataSplits
@@ -26,6 +26,8 @@ from .training import predict_proba
 def build_data(spec: dict) -> DataSplits:
     """The scenario's train/meta/test splits from its [data] table."""
     spec = dict(spec)
+    if spec.get("noise") == "none":  # TOML has no null
+        spec["noise"] = None
     source = spec.pop("source", "digits")
     if source == "digits":
         return datasets.digits_splits(**spec)
@@ -85,6 +87,8 @@ def run_scenario(config: dict, out: str | Path | None = None, *, seed: int | Non
             raise ConfigError(f"baselines.{name}: unknown baseline (known: {sorted(BASELINES)})")
         settings = dict(settings)
         steps = settings.pop("steps", None) or total_steps
+        if name in BETA_BASELINES:
+            settings.setdefault("beta", float(config["model"]["hyper"].get("beta", 0.5)))
         torch.manual_seed(seed)
         start = time.perf_counter()
         net = BASELINES[name](build_network(config["network"], data).to(sampler.device), data.to(sampler.device),
@@ -133,10 +137,10 @@ def _draws_with_labels(posterior: Posterior, data: DataSplits):
 
 def result_table(document: dict) -> str:
     """The printed result table."""
-    lines = [f"scenario: {document['scenario']}", f"{'method':<12}{'test acc':>10}{'ensemble':>10}{'seconds':>10}"]
+    lines = [f"scenario: {document['scenario']}", f"{'method':<16}{'test acc':>10}{'ensemble':>10}{'seconds':>10}"]
     for name, m in document["methods"].items():
         ens = "-" if m["test_accuracy_ensemble"] is None else f"{m['test_accuracy_ensemble']:.4f}"
-        lines.append(f"{name:<12}{m['test_accuracy']:>10.4f}{ens:>10}{m['seconds']:>10.1f}")
+        lines.append(f"{name:<16}{m['test_accuracy']:>10.4f}{ens:>10}{m['seconds']:>10.1f}")
     w = document["weights"]
     if w:
         auroc = "-" if w["noise_auroc"] is None else f"{w['noise_auroc']:.4f}"
