@@ -9,10 +9,15 @@ path runs it (checked against the Pyro trace before it is used).
 
 Temperature: the kernels target p^(1/T), and the base prior is tempered with everything else. At
 T = 0.01 a Beta(a, b) acts like Beta(1 + (a - 1) / T, 1 + (b - 1) / T) against an untempered likelihood,
-so keep a and b close to 1 when sampling cold: a = b = 1.05 keeps each weight a few hundredths away
-from 0 and 1 (it softens the hardest decisions) without moving the threshold the sparsity prior sets;
-a = b = 2 at T = 0.01 pulls every weight to 1/2. a, b < 1 - T make the tempered density improper at the
-ends (the weights then run to the clamp of the unconstrained table).
+so keep a and b close to 1 when sampling cold. Measured on the digits demo (50% noise, one chain of
+2,400 steps), mean weight of clean / noisy examples and noise AUROC:
+    a = b = 1 (bads.py)  0.92 / 0.05, 0.986      a = b = 1.05 (default)  0.91 / 0.06, 0.990
+    a = b = 1.2          0.85 / 0.12, 0.994      a = b = 2               0.62 / 0.35, 0.991
+    a = b = 0.9          0.94 / 0.04, 0.974
+The default softens the hardest decisions a little without moving the threshold the sparsity prior
+sets; a = b = 2 shrinks every weight towards 1/2 (the ranking survives, the weights' meaning does not).
+a, b < 1 - T make the tempered density improper at the ends: the weights then run to the clamp of the
+unconstrained table.
 """
 from __future__ import annotations
 

@@ -67,6 +67,11 @@ def _bind_hyper(model: Callable, hyper: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def _support(fn) -> Any:
+    """A site's support with any `independent` wrapper removed (what `biject_to` and bound checks need)."""
+    return getattr(fn.support, "base_constraint", fn.support)
+
+
 def _in_local_plate(site: dict) -> bool:
     return any(f.name == LOCAL_PLATE for f in site["cond_indep_stack"])
 
@@ -94,10 +99,10 @@ class TracePotential:
                 if site["fn"].event_shape != torch.Size():
                     raise ModelError(f"per-example site {name!r} must be scalar per example")
                 self.local_site = name
-                self.local_transform = biject_to(site["fn"].support)
+                self.local_transform = biject_to(_support(site["fn"]))
                 continue
             shape = site["value"].shape
-            self.globals.append(GlobalSite(name, shape, offset, shape.numel(), biject_to(site["fn"].support)))
+            self.globals.append(GlobalSite(name, shape, offset, shape.numel(), biject_to(_support(site["fn"]))))
             offset += shape.numel()
         self.theta_size = offset
 
@@ -285,7 +290,7 @@ class FusedPotential(TracePotential):
                 return f"prior of {name} is {type(fn).__name__}, not Normal"
         if {s.name for s in self.globals} != theta_sites:
             return "global latent sites other than theta.*"
-        support = nodes["w"]["fn"].support
+        support = _support(nodes["w"]["fn"])
         if not (getattr(support, "lower_bound", None) == 0.0 and getattr(support, "upper_bound", None) == 1.0):
             return "weight support is not [0, 1]"
         if not nodes["w_sum"]["is_observed"]:
@@ -409,7 +414,12 @@ def make_potential(model: Callable, problem: Problem, hyper: dict[str, Any] | No
         raise ModelError(f"potential must be 'auto', 'fused' or 'trace', got {kind!r}")
     if kind == "trace":
         return TracePotential(model, problem, hyper)
-    fused = FusedPotential(model, problem, hyper)
+    try:
+        fused = FusedPotential(model, problem, hyper)
+    except ModelError:
+        if kind == "fused":
+            raise
+        return TracePotential(model, problem, hyper)
     if not fused.supported():
         if kind == "fused":
             raise ModelError(f"the fused path does not support this model: {fused.reason}")

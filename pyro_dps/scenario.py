@@ -1,6 +1,7 @@
 """Run one scenario end to end: data, BADS posterior, baselines, and the run's files."""
 from __future__ import annotations
 
+import inspect
 import time
 from pathlib import Path
 from typing import Any
@@ -10,7 +11,7 @@ import torch
 
 from . import data as datasets
 from .baselines import BASELINES, BETA_BASELINES
-from .config import sampler_config
+from .config import DEMO, sampler_config
 from .context import Problem
 from .data import DataSplits
 from .driver import Posterior, config_dict, fit
@@ -55,6 +56,16 @@ def build_network(spec: dict, data: DataSplits) -> torch.nn.Module:
     return NETWORKS[kind](data.num_classes, spec.get("depth", 8), spec.get("width", 16), data.x_train.shape[1])
 
 
+def model_hyper(model, hyper: dict) -> dict:
+    """The configured hyper-parameters minus demo defaults the model does not take (a user's own model
+    need not accept the paper model's names; anything the user set explicitly is still passed on)."""
+    params = inspect.signature(model).parameters
+    if any(p.kind is p.VAR_KEYWORD for p in params.values()):
+        return dict(hyper)
+    defaults = DEMO["model"]["hyper"]
+    return {k: v for k, v in hyper.items() if k in params or defaults.get(k, object()) != v}
+
+
 def run_scenario(config: dict, out: str | Path | None = None, *, seed: int | None = None, device: str | None = None,
                  chains: int | None = None, progress: bool = True, echo=print, resume: bool = False,
                  checkpoint_every: int | None = None) -> dict[str, Any]:
@@ -79,7 +90,7 @@ def run_scenario(config: dict, out: str | Path | None = None, *, seed: int | Non
     problem = Problem(build_network(config["network"], data), data.x_train, data.y_train, data.x_meta, data.y_meta)
     echo(f"[{config['name']}] N_t={data.n_train} N_m={data.n_meta} N_test={data.n_test} "
          f"kernel={sampler.kernel} chains={sampler.chains} steps/chain={sampler.warmup + sampler.samples * sampler.thin}")
-    posterior = fit(model, problem, config["model"]["hyper"], sampler, resume=resume, **side)
+    posterior = fit(model, problem, model_hyper(model, config["model"]["hyper"]), sampler, resume=resume, **side)
     methods = {"bads": _bads_metrics(posterior, data)}
     total_steps = sampler.warmup + sampler.samples * sampler.thin
     for name, settings in config["baselines"].items():

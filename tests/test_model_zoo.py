@@ -5,7 +5,7 @@ latent-beta model recovers the clean fraction of the training set without being 
 Data: scikit-learn digits, 10 meta examples per class, symmetric label noise (a flipped label always moves
 to another class, so the clean fraction is 1 - rate up to sampling). Sampler: the demo's pSGLD settings
 (step 1e-3, local step 0.05, T = 0.01, batch 128) with one chain and fewer steps. Each run is seeded and
-reproducible; the whole file takes about 1.5 to 2 minutes on 2 shared CPU cores.
+reproducible; the whole file takes about 55 s on 2 CPU cores (about twice that when other jobs share them).
 """
 from __future__ import annotations
 
@@ -28,6 +28,16 @@ from pyro_dps.potential import check_agreement, make_potential
 DEMO_SAMPLER = dict(kernel="psgld", step_size=1e-3, local_step_size=0.05, temperature=0.01, batch_size=128,
                     snapshots=2, progress=False)
 DOC = Path(__file__).resolve().parents[1] / "docs" / "writing_a_model.md"
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """One intra-op thread: these are small per-step ops, and on shared cores a second OpenMP thread made a
+    step up to 100x slower (measured 0.75 ms vs 71 ms for a fused step with other jobs running)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 @functools.lru_cache(maxsize=None)
@@ -107,7 +117,7 @@ def test_spike_slab_distribution():
 @pytest.mark.parametrize("name", ["bads", "beta_prior", "spike_slab"])
 def test_model_separates_clean_from_noisy(name):
     """Digits, 50% symmetric noise, one chain of 2,400 pSGLD steps: AUROC of the posterior mean weights >= 0.9
-    (measured 0.99, 0.99, 0.95)."""
+    (measured 0.986, 0.990, 0.951; latent_beta below: 0.944)."""
     posterior = run(name, 0.5, steps=2400, hyper={"beta": 0.5})
     assert posterior.potential.kind == "fused"
     auroc = noise_auroc(posterior.weight_summary()["mean"], demo_data(0.5).clean.numpy())
@@ -116,9 +126,9 @@ def test_model_separates_clean_from_noisy(name):
 
 @pytest.fixture(scope="module")
 def latent_runs():
-    """latent_beta at 50% and 20% noise: one chain of 4,000 steps each (beta's logit moves at most about
-    step_size / 2 per step under pSGLD, so it needs ~3,000 steps to travel from its prior mean 0.5 to 0.8)."""
-    return {rate: run("latent_beta", rate, steps=4000) for rate in (0.5, 0.2)}
+    """latent_beta with its defaults at 50% and 20% noise: two chains of 4,000 steps each. pSGLD moves beta's
+    logit by at most about step_size / 2 per step, so beta needs ~2,800 steps to travel from 0.5 to 0.8."""
+    return {rate: run("latent_beta", rate, steps=4000, chains=2) for rate in (0.5, 0.2)}
 
 
 def test_latent_beta_separates_clean_from_noisy(latent_runs):
@@ -130,16 +140,18 @@ def test_latent_beta_separates_clean_from_noisy(latent_runs):
 
 @pytest.mark.parametrize("rate", [0.5, 0.2])
 def test_latent_beta_recovers_the_clean_fraction(latent_runs, rate):
-    """Posterior mean of beta within 0.1 of the true clean fraction (measured: 0.546 vs 0.504, 0.791 vs 0.800),
-    and the chain has settled: beta equals the mean weight and no longer drifts (within 0.01)."""
+    """Posterior mean of beta within 0.1 of the true clean fraction, which the model is not told (measured:
+    0.561 vs 0.504 at 50% noise, 0.796 vs 0.800 at 20%); and the chains have settled: they agree, beta equals
+    the mean weight, and the second half of the draws is where the first half was (each within 0.01)."""
     ds = latent_runs[rate].dataset()
     beta = ds["beta"].values
-    assert beta.shape == (1, 20) and bool(((beta > 0) & (beta < 1)).all())
+    assert beta.shape == (2, 20) and bool(((beta > 0) & (beta < 1)).all())
     truth = float(demo_data(rate).clean.float().mean())
     mean = float(beta.mean())
     lo, hi = np.quantile(beta.ravel(), [0.05, 0.95])
     assert lo <= mean <= hi
     assert abs(mean - truth) <= 0.1, (rate, mean, truth, (lo, hi))
+    assert abs(float(beta[0].mean()) - float(beta[1].mean())) <= 0.01
     assert abs(mean - float(ds["w_mean"].values.mean())) <= 0.01
     assert abs(float(beta[:, 10:].mean()) - float(beta[:, :10].mean())) <= 0.01
 

@@ -34,7 +34,8 @@ class PSGLDRule(UpdateRule):
         precond = v.div(1 - torch.pow(self.alpha, n)).sqrt_().add_(self.lam).reciprocal_()
         x.addcmul_(precond, g, value=eps / 2)
         if temperature > 0:
-            x.addcmul_(precond.sqrt_(), noise_like(x, generator), value=math.sqrt(eps * temperature))
+            # no noise where no gradient has been seen yet (V = 0 would make G = 1/lambda, a huge jump)
+            x.addcmul_(precond.sqrt_().mul_(v > 0), noise_like(x, generator), value=math.sqrt(eps * temperature))
 
 
 def psgld(potential, step_size, temperature: float = 1.0, local_step_size=None, alpha: float = 0.99,
