@@ -12,8 +12,10 @@ Groups:
   per-example `label`, `clean`, ... coordinates a run recorded), and the per-draw scalars `log_joint`,
   `meta_loss`, `train_loss`, `w_mean` (= sum_i w_i / N_t), `theta_norm`, plus scalar latent globals such
   as `beta` when the model has one.
-- `sample_stats`: `step_size` (eps of theta at the step that produced each draw; `step_size_local` for the
-  weights when it differs), and `rejected_steps` / `nonfinite_steps` when the run recorded them, else zeros.
+- `sample_stats`: `step_size` (eps of theta at the step that produced each draw, times the divergence
+  guard's `step_scale` when recorded; `step_size_local` for the weights when it differs), `step_scale`, and
+  per-draw `rejected_steps` / `nonfinite_steps` (steps since the previous kept draw; the Dataset holds
+  running totals per chain, as the driver records them) when the run recorded them, else zeros.
 """
 from __future__ import annotations
 
@@ -42,7 +44,10 @@ SAMPLE_DIMS = ("chain", "draw")
 #: sample_stats variables and the names a draws Dataset may carry them under.
 COUNT_STATS = {"rejected_steps": ("rejected_steps", "rejected", "n_rejected"),
                "nonfinite_steps": ("nonfinite_steps", "nonfinite", "non_finite", "n_nonfinite")}
-_STAT_NAMES = {"step_size", "step_size_local"} | {alias for names in COUNT_STATS.values() for alias in names}
+#: per-draw variables of a draws Dataset that describe the sampler, not the posterior: they go to sample_stats.
+#: `rejected_steps` as the driver records it is the chain's running total of steps its divergence guard
+#: rejected (non-finite gradients); `step_scale` is the step-size multiplier the guard set (halved per rejection).
+_STAT_NAMES = {"step_size", "step_size_local", "step_scale"} | {a for names in COUNT_STATS.values() for a in names}
 
 
 class RunDirError(DataError):
@@ -90,7 +95,9 @@ def load_draws_file(path: str | os.PathLike) -> xr.Dataset:
         with xr.open_dataset(path) as ds:
             ds = ds.load()
     except Exception as exc:  # netCDF/HDF5 raise many types (OSError, ValueError, RuntimeError, KeyError)
-        raise RunDirError(f"{str(path)!r} is not a readable netCDF draws file: {exc}") from exc
+        first = (str(exc).strip().splitlines() or [""])[0]
+        raise RunDirError(f"{str(path)!r} is not a readable netCDF draws file ({type(exc).__name__}: {first})") \
+            from exc
     if "weights" not in ds or tuple(ds["weights"].dims) != ("chain", "draw", "example"):
         raise RunDirError(f"{str(path)!r} has no 'weights' variable with dims (chain, draw, example)")
     return ds
@@ -127,7 +134,8 @@ def to_arviz(draws_dataset_or_run_dir: Any, sample_stats: Mapping[str, Any] | No
 
     `draws_dataset_or_run_dir`: `Posterior.dataset()` (or any Dataset with `weights` (chain, draw,
     example) and per-draw scalars (chain, draw)), a run directory, a draws.nc path, or a `Posterior`.
-    `sample_stats`: extra or overriding per-draw statistics, arrays of shape (chain, draw).
+    `sample_stats`: extra or overriding per-draw statistics, arrays of shape (chain, draw), used as given
+    (counts here are per draw, not running totals).
     The weight values are passed through unchanged (same dtype), so they round-trip exactly.
     """
     ds, sampler = _as_draws(draws_dataset_or_run_dir)
@@ -142,7 +150,8 @@ def to_arviz(draws_dataset_or_run_dir: Any, sample_stats: Mapping[str, Any] | No
         weights = ds["weights"].transpose("chain", "draw", "example")
         posterior["weights"] = np.asarray(weights.values)
         dims["weights"] = ["example"]
-        coords["example"] = np.asarray(ds["example"].values) if "example" in ds.coords else np.arange(ds.sizes["example"])
+        ids = ds["example"].values if "example" in ds.coords else np.arange(ds.sizes["example"])
+        coords["example"] = np.asarray(ids)
         example_coords = {name: np.asarray(c.values) for name, c in ds.coords.items()
                           if name != "example" and c.dims == ("example",)}
     stats_in_ds: dict[str, np.ndarray] = {}
@@ -206,13 +215,26 @@ def step_sizes(sampler: Mapping[str, Any] | None, chains: int, draws: int, key: 
     return out
 
 
+def _per_draw_counts(running_total: np.ndarray) -> np.ndarray:
+    """Counts per draw (steps since the previous kept draw; draw 0 includes warm-up) from running totals."""
+    total = np.nan_to_num(np.asarray(running_total, dtype=np.float64), nan=0.0)
+    return np.diff(total, axis=1, prepend=0.0).round().astype(np.int64)
+
+
 def _sample_stats(in_ds: dict, sampler: Mapping[str, Any] | None, chains: int, draws: int) -> dict[str, np.ndarray]:
-    stats = {"step_size": in_ds.get("step_size", step_sizes(sampler, chains, draws))}
-    if sampler and sampler.get("local_step_size") is not None and sampler["local_step_size"] != sampler.get("step_size"):
-        stats["step_size_local"] = in_ds.get("step_size_local", step_sizes(sampler, chains, draws, "local_step_size"))
+    """step_size (x the guard's step_scale when recorded), step_size_local, per-draw rejected/non-finite counts."""
+    scale = np.asarray(in_ds["step_scale"], dtype=np.float64) if "step_scale" in in_ds else 1.0
+    stats = {"step_size": in_ds.get("step_size", step_sizes(sampler, chains, draws) * scale)}
+    local = sampler.get("local_step_size") if sampler else None
+    if local is not None and local != sampler.get("step_size"):
+        stats["step_size_local"] = in_ds.get("step_size_local",
+                                             step_sizes(sampler, chains, draws, "local_step_size") * scale)
+    if "step_scale" in in_ds:
+        stats["step_scale"] = np.asarray(in_ds["step_scale"], dtype=np.float64)
     for name, aliases in COUNT_STATS.items():
         found = next((in_ds[a] for a in aliases if a in in_ds), None)
-        stats[name] = np.zeros((chains, draws), dtype=np.int64) if found is None else np.asarray(found)
+        # running totals, as the driver records them (monotone per chain), become per-draw counts
+        stats[name] = np.zeros((chains, draws), dtype=np.int64) if found is None else _per_draw_counts(found)
     return stats
 
 

@@ -23,8 +23,8 @@ DEMO = {
              "test_per_class": 30},
     "network": {"kind": "mlp", "hidden": [128]},
     "model": {"file": "bads", "hyper": {"beta": 0.5, "rho_t": 1.0, "rho_m": 1.0, "prior_scale": 1.0}},
-    "sampler": {"kernel": "psgld", "step_size": 1e-3, "local_step_size": 0.05, "temperature": 0.01, "chains": 4,
-                "warmup": 2000, "samples": 50, "thin": 20, "batch_size": 128, "snapshots": 10},
+    "sampler": {"kernel": "psgld", "step_size": 1e-3, "local_step_size": 2.0, "temperature": 0.01, "chains": 4,
+                "warmup": 4000, "samples": 100, "thin": 40, "batch_size": 128, "snapshots": 10},
     "baselines": {"mixing": {"lr": 1e-3, "optimizer": "adam"}},
 }
 

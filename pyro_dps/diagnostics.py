@@ -14,7 +14,8 @@ Thresholds (`Thresholds`, all stated in the report):
   (`max_bad_fraction`) exceed 1.05 and warns when any exceeds 1.01; a scalar fails/warns on its own value.
 - ESS (bulk and tail): below 100 (`ess_floor`, over all chains together) warns; for the weights the
   check fails when more than 5% of them are below the floor.
-- Non-finite draws or non-finite sampler steps fail; rejected steps warn.
+- Non-finite draws or non-finite sampler steps fail; steps the divergence guard rejected (non-finite
+  gradients, undone and followed by a smaller step size) warn.
 Weights whose draws are all identical in every chain (R-hat undefined) count as agreeing, and are reported.
 """
 from __future__ import annotations
@@ -41,13 +42,15 @@ def _stat_functions() -> dict:
         return {"rhat": lambda ds: azs.rhat(ds, method="rank"),
                 "ess_bulk": lambda ds: azs.ess(ds, method="bulk"),
                 "ess_tail": lambda ds: azs.ess(ds, method="tail"),
-                "mcse_mean": lambda ds: azs.mcse(ds, method="mean")}
+                "mcse_mean": lambda ds: azs.mcse(ds, method="mean"),
+                "summary": lambda data, var_names: azs.summary(data, var_names=var_names, kind="all")}
     import arviz as az
 
     return {"rhat": lambda ds: az.rhat(ds, method="rank"),
             "ess_bulk": lambda ds: az.ess(ds, method="bulk"),
             "ess_tail": lambda ds: az.ess(ds, method="tail"),
-            "mcse_mean": lambda ds: az.mcse(ds, method="mean")}
+            "mcse_mean": lambda ds: az.mcse(ds, method="mean"),
+            "summary": lambda data, var_names: az.summary(data, var_names=var_names, kind="all")}
 
 
 @dataclass(frozen=True)
@@ -91,19 +94,36 @@ class Check:
     message: str
 
 
+STATS = ("rhat", "ess_bulk", "ess_tail", "mcse_mean")
+
+
 def compute_stats(ds: xr.Dataset) -> dict[str, xr.Dataset]:
     """{'rhat', 'ess_bulk', 'ess_tail', 'mcse_mean'} of every variable of `ds` (dims chain, draw, ...)."""
     out = {}
+    functions = _stat_functions()
     with warnings.catch_warnings():  # constant draws give 0/0 inside ArviZ: reported as NaN, handled below
         warnings.simplefilter("ignore", RuntimeWarning)
-        for name, fn in _stat_functions().items():
-            out[name] = fn(ds)
+        for name in STATS:
+            out[name] = functions[name](ds)
     return out
+
+
+def arviz_summary(data, var_names: list[str] | None = None) -> pd.DataFrame:
+    """ArviZ's own summary table (mean, sd, HDI/ETI, MCSE, ESS, R-hat) of ArviZ data, on either line.
+
+    Columns differ slightly between the lines (0.x: hdi_3%/hdi_97%; 1.x: eti/hdi columns of its
+    `ci_prob`); `diagnose` gives the same statistics with fixed column names.
+    """
+    if not is_arviz_data(data):
+        data = to_arviz(data)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return _stat_functions()["summary"](data, var_names)
 
 
 def diagnose(data) -> Diagnostics:
     """Diagnostics of ArviZ data (from `to_arviz`), a draws Dataset or a run directory."""
-    if not is_arviz_data(data) and not isinstance(data, xr.Dataset):
+    if not is_arviz_data(data):  # a draws Dataset, a run directory, a draws.nc path or a Posterior
         data = to_arviz(data)
     post = posterior_group(data)
     chains, draws = int(post.sizes["chain"]), int(post.sizes["draw"])
@@ -140,9 +160,8 @@ def diagnose(data) -> Diagnostics:
         for col in ("rhat", "ess_bulk", "ess_tail", "mcse_mean"):
             if col not in table:
                 table[col] = np.nan
-    return Diagnostics(weight_table, scalar_table, chains, draws, nonfinite,
-                       nonfinite_steps(data) if is_arviz_data(data) else 0,
-                       rejected_steps(data) if is_arviz_data(data) else 0)
+    return Diagnostics(weight_table, scalar_table, chains, draws, nonfinite, nonfinite_steps(data),
+                       rejected_steps(data))
 
 
 def _worst(statuses: list[str]) -> str:
@@ -159,12 +178,13 @@ def summary(data, thresholds: Thresholds | None = None) -> list[Check]:
                         str(sum(bad_draws.values())), "0 non-finite values",
                         f"non-finite values in {sorted(bad_draws)}" if bad_draws else "all draws are finite"))
     checks.append(Check("non-finite sampler steps", "fail" if diag.nonfinite_steps else "pass",
-                        str(diag.nonfinite_steps), "0",
-                        "the sampler reported non-finite steps" if diag.nonfinite_steps
+                        str(diag.nonfinite_steps), "0 (fail otherwise)",
+                        "the sampler took steps with non-finite values" if diag.nonfinite_steps
                         else "no non-finite steps reported"))
     checks.append(Check("rejected sampler steps", "warn" if diag.rejected_steps else "pass",
-                        str(diag.rejected_steps), "0",
-                        "the sampler rejected steps" if diag.rejected_steps else "no rejected steps reported"))
+                        str(diag.rejected_steps), "0 (warn otherwise)",
+                        "the divergence guard rejected steps with non-finite gradients and reduced the step size"
+                        if diag.rejected_steps else "no rejected steps reported"))
     if diag.chains < 2:
         checks.append(Check("chains", "warn", str(diag.chains), ">= 2",
                             "R-hat needs at least 2 chains; run more chains to assess convergence"))

@@ -189,7 +189,9 @@ th { background: #f6f8fa; }
 td.num { text-align: right; font-variant-numeric: tabular-nums; }
 .badge { display: inline-block; min-width: 46px; text-align: center; border-radius: 10px; padding: 1px 8px;
          font-size: 12px; font-weight: 600; color: #fff; }
-.badge.pass { background: var(--pass); } .badge.warn { background: var(--warn); } .badge.fail { background: var(--fail); }
+.badge.pass { background: var(--pass); }
+.badge.warn { background: var(--warn); }
+.badge.fail { background: var(--fail); }
 .summary-line { font-size: 16px; margin: 10px 0; }
 figure { margin: 10px 0 18px; }
 figure img { max-width: 100%; height: auto; border: 1px solid var(--line); border-radius: 4px; background: #fff; }
@@ -203,6 +205,14 @@ figcaption { color: var(--muted); font-size: 13px; }
 .muted { color: var(--muted); } .note { color: var(--muted); font-style: italic; }
 .cfg { display: grid; grid-template-columns: repeat(auto-fill, minmax(320px, 1fr)); gap: 0 24px; }
 """
+
+
+HINT = ("<p><b>Why the chains may disagree, and what helps.</b> A weight moves only when its example is in "
+        "the minibatch, so with small local steps the weights mix slowly and every chain keeps its own values. "
+        "A larger <code>sampler.local_step_size</code>, a longer <code>warmup</code> and more draws "
+        "(<code>samples</code> &times; <code>thin</code>) raise the ESS and bring R-hat down. Network-level "
+        "scalars (theta_norm, meta_loss) usually keep a high R-hat: each chain settles in its own mode of the "
+        "network, which SG-MCMC does not leave.</p>")
 
 
 # ------------------------------------------------------------------------------------------- build
@@ -275,7 +285,9 @@ def build_report(run_dir: str | os.PathLike, run_label: str | None = None,
         value = config.get(section)
         if not isinstance(value, dict):
             continue
-        flat = value.get("hyper", {}) | {"file": value.get("file")} if section == "model" else value
+        flat = value
+        if section == "model" and isinstance(value.get("hyper"), dict):
+            flat = {**value["hyper"], "file": value.get("file")}
         rows = [[_esc(key), _fmt(v)] for key, v in flat.items()]
         cfg_tables.append(f"<div><h3>{section}</h3>{_table(['key', 'value'], rows)}</div>")
     parts.append('<section id="config"><h2>Run configuration</h2>'
@@ -293,8 +305,10 @@ def build_report(run_dir: str | os.PathLike, run_label: str | None = None,
         f'<p class="muted">Rank-normalised split R-hat, bulk/tail ESS and MCSE from ArviZ. Thresholds: R-hat '
         f'&gt; {th.rhat_warn} warns, &gt; {th.rhat_fail} fails; ESS below {th.ess_floor:.0f} (all chains '
         f'together) warns; for the {n} weights a check fails when more than {100 * th.max_bad_fraction:.0f}% '
-        f'of them are past the limit. Non-finite draws or steps fail.</p>'
+        f'of them are past the limit. Non-finite draws or steps fail; steps the divergence guard rejected '
+        f'warn.</p>'
         + _table(["status", "check", "value", "threshold", "detail"], rows, "checks")
+        + (HINT if frac < 0.95 else "")
         + _figure(_figure_uri(plot_diagnostic_histograms(diag, th)), "R-hat and ESS histograms",
                   "Per-example R-hat and bulk ESS of the weights, thresholds dashed.")
         + _figure(_figure_uri(plot_trace(data, examples=worst)), "trace plots",

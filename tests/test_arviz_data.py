@@ -101,16 +101,39 @@ def test_sample_stats_default_to_zero_counts_and_unknown_step_size():
 def test_recorded_step_counts_and_extra_sample_stats_are_used():
     ds = draws_dataset()
     nonfinite = np.zeros((C, D), dtype=np.int64)
-    nonfinite[1, 3] = 2
+    nonfinite[1, 3:] = 2  # a running total: 2 non-finite steps between draws 2 and 3 of chain 1
     ds["nonfinite"] = (("chain", "draw"), nonfinite)
     data = to_arviz(ds, sample_stats={"rejected_steps": np.ones((C, D), dtype=np.int64),
                                       "step_size": np.full((C, D), 0.25)})
     assert nonfinite_steps(data) == 2
+    per_draw = sample_stats_group(data)["nonfinite_steps"].values
+    assert per_draw[1, 3] == 2 and per_draw.sum() == 2
     assert rejected_steps(data) == C * D
     assert "nonfinite" not in posterior_group(data)  # a sampler statistic, not a posterior quantity
     np.testing.assert_array_equal(sample_stats_group(data)["step_size"].values, 0.25)
     with pytest.raises(DataError, match="shape"):
         to_arviz(ds, sample_stats={"step_size": np.ones(3)})
+
+
+def test_driver_guard_statistics_go_to_sample_stats(tmp_path):
+    """The driver records `rejected_steps` (running total per chain, float) and `step_scale` per draw."""
+    ds = draws_dataset()
+    running = np.zeros((C, D))
+    running[2, 10:] = 1.0
+    running[2, 20:] = 3.0
+    scale = np.ones((C, D))
+    scale[2, 10:] = 0.5
+    scale[2, 20:] = 0.25
+    ds["rejected_steps"] = (("chain", "draw"), running)
+    ds["step_scale"] = (("chain", "draw"), scale)
+    data = to_arviz(write_run(tmp_path / "run", ds))
+    post, stats = posterior_group(data), sample_stats_group(data)
+    assert "rejected_steps" not in post and "step_scale" not in post
+    assert "rejected_steps" not in scalar_names(data)
+    counts = stats["rejected_steps"].values
+    assert counts[2, 10] == 1 and counts[2, 20] == 2 and counts.sum() == 3 == rejected_steps(data)
+    np.testing.assert_allclose(stats["step_size"].values, 1e-3 * scale)
+    np.testing.assert_allclose(stats["step_scale"].values, scale)
 
 
 def test_run_directory_and_draws_file(tmp_path):

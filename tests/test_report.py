@@ -1,0 +1,195 @@
+"""report.html: written by a (small) run, by `pyro-dps report`, self-contained, read in a real browser.
+
+The browser test drives headless Chromium through selenium (scripts/install_browser.sh installs both);
+it skips only when no browser is installed.
+"""
+import json
+import re
+import shutil
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from pyro_dps.cli import main
+from pyro_dps.errors import DPSError
+from pyro_dps.report import SECTIONS, ReportError, build_report, png_bytes, write_report, write_run_report
+
+# A small digits run (N_t = 197, 4 chains x 12 draws, a 30-step mixing baseline), written by run_scenario
+# (report.html included). test_report.py and test_notebooks.py build it once per session, in the session's
+# base temporary directory (the same config and code in both files).
+SMALL = {"name": "small-run", "data": {"test_per_class": 150, "meta_per_class": 10},
+         "network": {"hidden": [32]},
+         "sampler": {"chains": 4, "warmup": 100, "samples": 12, "thin": 4, "snapshots": 2, "batch_size": 64},
+         "baselines": {"mixing": {"lr": 1e-3, "optimizer": "adam", "steps": 30}}}
+
+
+def small_run(tmp_path_factory) -> Path:
+    from pyro_dps.config import validate_config
+    from pyro_dps.scenario import run_scenario
+
+    out = tmp_path_factory.getbasetemp() / "pyro-dps-small-run"
+    if not (out / "report.html").is_file():
+        run_scenario(validate_config(SMALL), out, progress=False, echo=lambda *a: None)
+    return out
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory) -> Path:
+    return small_run(tmp_path_factory)
+
+
+def test_run_scenario_writes_the_report(run_dir):
+    report = run_dir / "report.html"
+    assert report.is_file()
+    text = report.read_text()
+    for section in SECTIONS:
+        assert f'id="{section}"' in text
+    assert "small-run" in text and str(run_dir) in text  # the final directory, not the staging one
+    assert not list(run_dir.parent.glob(".*staging*"))
+
+
+def test_report_is_self_contained(run_dir):
+    text = (run_dir / "report.html").read_text()
+    # nothing is fetched: no external src/href/url(), no scripts or stylesheets from elsewhere
+    assert not re.search(r'(src|href)\s*=\s*"(?!data:|#)', text)
+    assert "url(" not in text and "@import" not in text and "<link" not in text
+    images = re.findall(r'<img src="([^"]+)"', text)
+    assert len(images) >= 4 + 2 * 12  # 4 figures + the trusted/untrusted galleries
+    assert all(src.startswith("data:image/png;base64,") for src in images)
+    # digit thumbnails are recovered from the run's data spec, with the true label of corrupted ones
+    assert re.search(r"label \d \(true \d\)", text)
+    assert 'download="selection.csv" href="data:text/csv;base64,' in text
+
+
+def test_cli_report(run_dir, tmp_path, capsys):
+    out = tmp_path / "sub" / "r.html"
+    assert main(["report", str(run_dir), "--out", str(out)]) == 0
+    assert f"wrote {out}" in capsys.readouterr().out
+    text = out.read_text()
+    assert all(f'id="{section}"' in text for section in SECTIONS)
+    assert [p.name for p in out.parent.iterdir()] == ["r.html"]  # the temporary file was renamed
+
+
+def test_default_output_path(run_dir, tmp_path, monkeypatch):
+    import pyro_dps.report as report
+
+    monkeypatch.setattr(report, "build_report", lambda run_dir, run_label=None: "<html></html>")
+    copy = tmp_path / "copy"
+    copy.mkdir()
+    assert write_report(copy) == copy / "report.html"
+    assert (copy / "report.html").read_text() == "<html></html>"
+
+
+@pytest.mark.parametrize("damage, name", [
+    (lambda d: shutil.rmtree(d), "does not exist"),
+    (lambda d: (d / "metrics.json").unlink(), "metrics.json"),
+    (lambda d: (d / "metrics.json").write_text("{broken"), "metrics.json"),
+    (lambda d: (d / "metrics.json").write_text(json.dumps([1, 2])), "metrics.json"),
+    (lambda d: (d / "draws.nc").unlink(), "draws.nc"),
+    (lambda d: (d / "draws.nc").write_bytes(b"\x89HDF\r\n garbage"), "draws.nc"),
+])
+def test_bad_run_directory_exit_code_2_and_no_file(run_dir, tmp_path, capsys, damage, name):
+    bad = tmp_path / "bad"
+    shutil.copytree(run_dir, bad)
+    (bad / "report.html").unlink()
+    damage(bad)
+    out = tmp_path / "out" / "report.html"
+    out.parent.mkdir()
+    assert main(["report", str(bad), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("pyro-dps: error:") and name in err and err.count("\n") == 1
+    assert not out.exists() and not list(out.parent.iterdir())  # no half-written or temporary file
+    with pytest.raises(ReportError):
+        build_report(bad)
+    assert issubclass(ReportError, DPSError)
+
+
+def test_failed_write_keeps_the_old_report(run_dir, tmp_path, monkeypatch):
+    out = tmp_path / "report.html"
+    out.write_text("old")
+    import pyro_dps.report as report
+
+    def boom(*args, **kwargs):
+        raise ReportError("simulated failure")
+
+    monkeypatch.setattr(report, "build_report", boom)
+    with pytest.raises(ReportError):
+        write_report(run_dir, out)
+    assert out.read_text() == "old" and [p.name for p in tmp_path.iterdir()] == ["report.html"]
+    messages = []
+    assert write_run_report(run_dir, echo=messages.append) is None  # the scenario hook only warns
+    assert messages and "report.html not written" in messages[0]
+
+
+def test_png_encoder_round_trip():
+    matplotlib = pytest.importorskip("matplotlib")
+    import io
+
+    import matplotlib.image as mpimg
+
+    gray = np.arange(64, dtype=np.uint8).reshape(8, 8) * 4
+    rgb = np.stack([gray, 255 - gray, gray // 2], -1)
+    for image in (gray, rgb):
+        decoded = mpimg.imread(io.BytesIO(png_bytes(image)), format="png")
+        np.testing.assert_array_equal(np.round(decoded * 255).astype(np.uint8).squeeze(), image)
+
+
+# ------------------------------------------------------------------------------------------- browser
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
+CHROMEDRIVER = shutil.which("chromedriver")
+
+
+def _browser():
+    try:
+        from selenium import webdriver
+        from selenium.webdriver.chrome.service import Service
+    except ImportError:
+        pytest.skip("selenium is not installed (scripts/install_browser.sh)")
+    if not CHROMIUM or not CHROMEDRIVER:
+        pytest.skip("no Chromium/chromedriver installed (scripts/install_browser.sh)")
+    options = webdriver.ChromeOptions()
+    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                 "--disable-dev-shm-usage", "--window-size=1280,1600",
+                 f"--user-data-dir={tempfile.mkdtemp(prefix='pyro-dps-chromium-')}"):
+        options.add_argument(flag)
+    options.binary_location = CHROMIUM
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    return webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+
+
+def test_report_in_headless_chromium(run_dir, tmp_path):
+    from selenium.webdriver.common.by import By
+
+    driver = _browser()
+    try:
+        driver.get((run_dir / "report.html").resolve().as_uri())
+        assert "BADS report" in driver.title
+        for section in SECTIONS:
+            element = driver.find_element(By.ID, section)
+            assert element.is_displayed()
+            assert element.find_element(By.TAG_NAME, "h2").text.strip()
+        # every image decoded (base64 PNGs are valid) and nothing was fetched over the network
+        broken = driver.execute_script(
+            "return Array.from(document.images).filter(i => !i.complete || i.naturalWidth === 0).length")
+        assert broken == 0
+        fetched = driver.execute_script(
+            "return performance.getEntriesByType('resource').map(e => e.name).filter(n => !n.startsWith('data:'))")
+        assert fetched == []
+        badges = driver.find_elements(By.CSS_SELECTOR, "#diagnostics .badge")
+        assert badges and {b.text for b in badges} <= {"PASS", "WARN", "FAIL"}
+        rows = driver.find_elements(By.CSS_SELECTOR, "#diagnostics table.checks tbody tr")
+        assert len(rows) >= 5
+        assert len(driver.find_elements(By.CSS_SELECTOR, "#trusted .card img")) == 24
+        errors = [e for e in driver.get_log("browser") if e.get("level") in ("SEVERE", "ERROR")]
+        assert errors == [], errors
+        height = driver.execute_script("return document.body.scrollHeight")
+        driver.set_window_size(1280, min(int(height) + 100, 16000))
+        shot = tmp_path / "report.png"
+        assert driver.save_screenshot(str(shot))
+        assert shot.stat().st_size > 50_000
+        print(f"screenshot: {shot}")
+    finally:
+        driver.quit()
