@@ -65,8 +65,11 @@ class Problem:
                     raise DataError(f"y_{split} must hold integer class labels, got dtype {y.dtype}")
                 if y.dim() != 1:
                     raise DataError(f"y_{split} must be one label per row, got shape {tuple(y.shape)}")
-            with torch.no_grad():
-                n_out = self.net(self.x_train[:1]).shape[-1]
+            try:
+                with torch.no_grad():
+                    n_out = self.net(self.x_train[:1]).shape[-1]
+            except RuntimeError:  # a model that does not use the network (e.g. a regression on its own tensors)
+                return
             labels = torch.cat([self.y_train, self.y_meta])
             if labels.numel() and (int(labels.min()) < 0 or int(labels.max()) >= n_out):
                 raise DataError(f"labels must be in [0, {n_out}) for a network with {n_out} outputs, "
@@ -140,8 +143,11 @@ class ModelContext:
                     raise DataError(f"y_{split} must hold integer class labels, got dtype {y.dtype}")
                 if y.dim() != 1:
                     raise DataError(f"y_{split} must be one label per row, got shape {tuple(y.shape)}")
-            with torch.no_grad():
-                n_out = self.net(self.x_train[:1]).shape[-1]
+            try:
+                with torch.no_grad():
+                    n_out = self.net(self.x_train[:1]).shape[-1]
+            except RuntimeError:  # a model that does not use the network (e.g. a regression on its own tensors)
+                return
             labels = torch.cat([self.y_train, self.y_meta])
             if labels.numel() and (int(labels.min()) < 0 or int(labels.max()) >= n_out):
                 raise DataError(f"labels must be in [0, {n_out}) for a network with {n_out} outputs, "
