@@ -118,41 +118,6 @@ class ModelContext:
         self.w_sum_rest = w_sum_rest
         self._losses = None
 
-    def _validate(self) -> None:
-        """Shapes, dtypes and values that would otherwise fail deep inside a step."""
-        for name in ("x_train", "y_train", "x_meta", "y_meta"):
-            value = getattr(self, name)
-            if not torch.is_tensor(value):
-                raise DataError(f"{name} must be a torch.Tensor, got {type(value).__name__}")
-        for split in ("train", "meta"):
-            x, y = getattr(self, f"x_{split}"), getattr(self, f"y_{split}")
-            if x.shape[0] != y.shape[0]:
-                raise DataError(f"x_{split} has {x.shape[0]} rows but y_{split} has {y.shape[0]}")
-            if x.is_floating_point() and not bool(torch.isfinite(x).all()):
-                bad = int((~torch.isfinite(x)).reshape(x.shape[0], -1).any(1).nonzero()[0, 0])
-                raise DataError(f"x_{split} has non-finite values (first at row {bad})")
-        if self.x_train.shape[0] == 0:
-            raise DataError("x_train is empty: there is nothing to weight")
-        if self.x_meta.shape[1:] != self.x_train.shape[1:]:
-            raise DataError(f"x_meta rows have shape {tuple(self.x_meta.shape[1:])}, "
-                            f"x_train rows {tuple(self.x_train.shape[1:])}")
-        if self.loss is cross_entropy:
-            for split in ("train", "meta"):
-                y = getattr(self, f"y_{split}")
-                if y.is_floating_point() or y.dtype == torch.bool:
-                    raise DataError(f"y_{split} must hold integer class labels, got dtype {y.dtype}")
-                if y.dim() != 1:
-                    raise DataError(f"y_{split} must be one label per row, got shape {tuple(y.shape)}")
-            try:
-                with torch.no_grad():
-                    n_out = self.net(self.x_train[:1]).shape[-1]
-            except RuntimeError:  # a model that does not use the network (e.g. a regression on its own tensors)
-                return
-            labels = torch.cat([self.y_train, self.y_meta])
-            if labels.numel() and (int(labels.min()) < 0 or int(labels.max()) >= n_out):
-                raise DataError(f"labels must be in [0, {n_out}) for a network with {n_out} outputs, "
-                                f"got values in [{int(labels.min())}, {int(labels.max())}]")
-
     @property
     def n_train(self) -> int:
         return self.problem.n_train

@@ -127,7 +127,7 @@ def run_scenario(config: dict, out: str | Path | None = None, *, seed: int | Non
         posterior.draws.close()
         for path in side.values():
             path.unlink(missing_ok=True)
-        echo(f"wrote {out}/metrics.json, weights.csv, draws.nc, weights_by_group.png")
+        echo(f"wrote {out}/metrics.json, weights.csv, draws.nc, weights_by_group.png, report.html")
     return document
 
 
