@@ -7,7 +7,6 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
-.venv/bin/python -m pip install -q --upgrade pip >/dev/null
 if [ -z "${PYRO_DPS_KEEP_TORCH:-}" ]; then
   .venv/bin/python -m pip install -q "torch==2.13.0"
 fi

@@ -15,7 +15,6 @@ cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3.11}
 VENV=${PYRO_DPS_ARVIZ1_VENV:-.venv-arviz1}
 [ -x "$VENV/bin/python" ] || "$PY" -m venv "$VENV"
-"$VENV/bin/python" -m pip install -q --upgrade pip >/dev/null
 if [ -z "${PYRO_DPS_KEEP_TORCH:-}" ]; then
   "$VENV/bin/python" -m pip install -q "torch==2.13.0"
 fi
