@@ -16,28 +16,6 @@ pytest.importorskip("ipykernel")
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = ["analysis/diagnostics.py", "analysis/selection_report.py"]
 KERNEL = "pyro-dps-test"
-# A small digits run (N_t = 197, 4 chains x 12 draws, a 30-step mixing baseline), written by run_scenario
-# (report.html included). test_report.py and test_notebooks.py build it once per session, in the session's
-# base temporary directory (the same config and code in both files).
-SMALL = {"name": "small-run", "data": {"test_per_class": 150, "meta_per_class": 10},
-         "network": {"hidden": [32]},
-         "sampler": {"chains": 4, "warmup": 100, "samples": 12, "thin": 4, "snapshots": 2, "batch_size": 64},
-         "baselines": {"mixing": {"lr": 1e-3, "optimizer": "adam", "steps": 30}}}
-
-
-def small_run(tmp_path_factory) -> Path:
-    from pyro_dps.config import validate_config
-    from pyro_dps.scenario import run_scenario
-
-    out = tmp_path_factory.getbasetemp() / "pyro-dps-small-run"
-    if not (out / "report.html").is_file():
-        run_scenario(validate_config(SMALL), out, progress=False, echo=lambda *a: None)
-    return out
-
-
-@pytest.fixture(scope="module")
-def run_dir(tmp_path_factory) -> Path:
-    return small_run(tmp_path_factory)
 
 
 @pytest.fixture(scope="module")
