@@ -54,9 +54,12 @@ def main(argv: list[str] | None = None) -> int:
             config = load_config(args.config)
             if args.model:
                 config["model"]["file"] = args.model
-        device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+        from .distributed import init_from_env, local_device
+
+        device = local_device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        comm = init_from_env(device)  # under torchrun: join the process group (gloo on CPU, NCCL on CUDA)
         run_scenario(config, args.out, seed=args.seed, device=device, chains=args.chains, progress=not args.quiet,
-                     resume=args.resume, checkpoint_every=args.checkpoint_every)
+                     resume=args.resume, checkpoint_every=args.checkpoint_every, comm=comm)
     except DPSError as exc:
         print(f"pyro-dps: error: {exc}", file=sys.stderr)
         return 2

@@ -27,6 +27,7 @@ class Problem:
     x_meta: torch.Tensor | None = None
     y_meta: torch.Tensor | None = None
     loss: LossFn = cross_entropy
+    total_train: int | None = None  # N_t of the whole training set when this problem holds one shard of it
     x_all: torch.Tensor = field(init=False, repr=False)
     y_all: torch.Tensor = field(init=False, repr=False)
 
@@ -80,6 +81,11 @@ class Problem:
         return self.x_train.shape[0]
 
     @property
+    def n_train_total(self) -> int:
+        """N_t of the whole training set (the model's plate size); differs from `n_train` only in a shard."""
+        return self.n_train if self.total_train is None else self.total_train
+
+    @property
     def n_meta(self) -> int:
         return self.x_meta.shape[0]
 
@@ -98,7 +104,12 @@ class Problem:
     def to(self, device: torch.device | str) -> "Problem":
         """The same problem with network and data on `device`."""
         return Problem(self.net.to(device), self.x_train.to(device), self.y_train.to(device),
-                       self.x_meta.to(device), self.y_meta.to(device), self.loss)
+                       self.x_meta.to(device), self.y_meta.to(device), self.loss, self.total_train)
+
+    def shard(self, lo: int, hi: int) -> "Problem":
+        """Training rows [lo, hi) with the full meta set; the model still sees the whole N_t."""
+        return Problem(self.net, self.x_train[lo:hi], self.y_train[lo:hi], self.x_meta, self.y_meta, self.loss,
+                       self.n_train_total)
 
 
 class ModelContext:
@@ -120,7 +131,8 @@ class ModelContext:
 
     @property
     def n_train(self) -> int:
-        return self.problem.n_train
+        """N_t: the plate size (the whole training set, also when this process holds one shard)."""
+        return self.problem.n_train_total
 
     @property
     def n_meta(self) -> int:
@@ -133,7 +145,7 @@ class ModelContext:
     def _both_losses(self, theta: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         # One forward pass over train and meta rows together; cached for the step.
         if self._losses is None or self._losses[0] is not theta:
-            rows = torch.cat([self.train_idx, self.meta_idx + self.n_train])
+            rows = torch.cat([self.train_idx, self.meta_idx + self.problem.n_train])
             both = self.problem.losses(theta, rows)
             self._losses = (theta, both.split([self.train_idx.numel(), self.meta_idx.numel()]))
         return self._losses[1]

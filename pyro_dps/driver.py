@@ -18,6 +18,7 @@ from tqdm.auto import tqdm
 from .context import Problem
 from .draws import DrawStore
 from .checkpoint import load_checkpoint, restore_state, save_checkpoint, state_to_payload
+from .distributed import Communicator, ShardedSampler, ShardLayout, SlicedSampler
 from .errors import ConfigError, DivergenceError
 from .kernels import ALGORITHMS, MinibatchSampler
 from .kernels.base import resync_w_sum
@@ -51,6 +52,7 @@ class SamplerConfig:
     check_every: int = 50
     max_rejections: int = 20
     checkpoint_every: int = 0
+    shards: int = 1  # training-set shards: the torchrun world size, or K in one process to reproduce a K-rank run
 
     def validate(self, problem: Problem) -> "SamplerConfig":
         checks = [
@@ -67,6 +69,14 @@ class SamplerConfig:
              f"temperature must be >= 0, got {self.temperature!r}"),
             (isinstance(self.snapshots, int) and self.snapshots >= 0,
              f"snapshots must be an integer >= 0, got {self.snapshots!r}"),
+            (isinstance(self.shards, int) and self.shards >= 1, f"shards must be an integer >= 1, got {self.shards!r}"),
+            (isinstance(self.batch_size, int) and isinstance(self.shards, int) and self.shards >= 1
+             and self.batch_size % self.shards == 0,
+             f"batch_size ({self.batch_size!r}) must be a multiple of shards ({self.shards!r})"),
+            (not isinstance(self.shards, int) or self.shards <= 1
+             or min(self.meta_batch_size or self.batch_size, problem.n_meta) % self.shards == 0,
+             f"the meta batch (min(meta_batch_size, N_m) = {min(self.meta_batch_size or self.batch_size, problem.n_meta)})"
+             f" must be a multiple of shards ({self.shards!r})"),
         ]
         for ok, message in checks:
             if not ok:
@@ -118,25 +128,39 @@ class Posterior:
 
 def fit(model: Callable, problem: Problem, hyper: dict | None = None, config: SamplerConfig | None = None,
         spill_path: str | None = None, example_ids: np.ndarray | None = None,
-        checkpoint: str | Path | None = None, resume: bool = False) -> Posterior:
+        checkpoint: str | Path | None = None, resume: bool = False, comm: Communicator | None = None) -> Posterior | None:
     """Run `config.chains` chains of BADS inference on `problem` and keep thinned draws.
 
     With `checkpoint`, the run is saved atomically every `config.checkpoint_every` steps and after each
     chain; `resume=True` continues from that file (same settings required).
+    Under torchrun (an initialised process group, or `comm`), every rank passes the whole problem and
+    keeps only its shard of D_t (`pyro_dps.distributed`); rank 0 returns the Posterior, the others None.
     """
+    comm = comm or Communicator()
+    if comm.world > 1:
+        config = config or SamplerConfig()
+        if config.shards not in (1, comm.world):
+            raise ConfigError(f"shards={config.shards} but the process group has {comm.world} ranks")
+        config = SamplerConfig(**{**asdict(config), "shards": comm.world})
     config = (config or SamplerConfig()).validate(problem)
     device = torch.device(config.device)
+    layout = ShardLayout(problem.n_train, config.shards)
+    owned = [comm.rank] if comm.world > 1 else list(range(config.shards))
     problem = problem.to(device)
+    if comm.world > 1:
+        problem = problem.shard(*layout.bounds(comm.rank))
+        if checkpoint is not None and comm.rank:
+            checkpoint = Path(f"{checkpoint}.rank{comm.rank}")
     hyper = dict(hyper or {})
     potential = make_potential(model, problem, hyper, config.potential, torch.Generator().manual_seed(config.seed))
     has_table = potential.local_site is not None
-    n = problem.n_train
-    ids = np.arange(n) if example_ids is None else np.asarray(example_ids)
+    n, n_total = problem.n_train, problem.n_train_total
+    ids = np.arange(n_total) if example_ids is None else np.asarray(example_ids)
     latent = _latent_globals(potential)
     plain = config_dict(config)
     resumed = load_checkpoint(checkpoint, plain) if checkpoint and resume and Path(checkpoint).exists() else None
     store = DrawStore(config.chains, config.samples, ids if has_table else ids[:0], SCALARS + latent,
-                      config.memory_budget_mb, spill_path, append=resumed is not None)
+                      config.memory_budget_mb, spill_path, append=resumed is not None) if comm.main else None
     n_snap = min(config.snapshots, config.samples)  # evenly spaced over the kept draws
     keep = set(np.linspace(0, config.samples - 1, n_snap).round().astype(int).tolist()) if n_snap else set()
     finals, snapshots = [], []
@@ -145,17 +169,25 @@ def fit(model: Callable, problem: Problem, hyper: dict | None = None, config: Sa
     init_u = _initial_u(potential)
     first_chain = 0
     if resumed:
-        store.load_state_dict(resumed["store"])
+        if store is not None:
+            store.load_state_dict(resumed["store"])
         finals = [t.to(device) for t in resumed["finals"]]
         snapshots = [t.to(device) for t in resumed["snapshots"]]
         first_chain = resumed["chain"]
     for chain in range(first_chain, config.chains):
         gen = torch.Generator(device=device).manual_seed(config.seed * 1000 + chain)
+        sharding = {} if comm.world == 1 else {
+            "comm": comm, "noise_rows": (config.batch_size, comm.rank * (config.batch_size // comm.world))}
         algorithm = ALGORITHMS[config.kernel](potential, config.step_size, temperature=config.temperature,
                                               local_step_size=config.local_step_size, generator=gen,
-                                              **config.kernel_kwargs)
-        train_batches = MinibatchSampler(n, config.batch_size, gen, device)
-        meta_batches = MinibatchSampler(problem.n_meta, config.meta_batch_size or config.batch_size, gen, device)
+                                              **sharding, **config.kernel_kwargs)
+        if config.shards == 1:
+            train_batches = MinibatchSampler(n, config.batch_size, gen, device)
+        else:
+            train_batches = ShardedSampler(layout, config.batch_size // config.shards, config.seed * 1000 + chain,
+                                           owned, device)
+        meta_batches = SlicedSampler(MinibatchSampler(problem.n_meta, config.meta_batch_size or config.batch_size,
+                                                      gen, device), comm.rank, comm.world)
         table = torch.full((n,), init_u, device=device) if has_table else None
         state = algorithm.init(potential.init_theta(gen), table)
         t0, draw, scale, seen_rejected = 0, 0, 1.0, 0
@@ -171,24 +203,26 @@ def fit(model: Callable, problem: Problem, hyper: dict | None = None, config: Sa
                 "config": plain, "chain": chain, "t": t, "draw": draw, "scale": scale,
                 "seen_rejected": seen_rejected, "state": state_to_payload(state),
                 "train_batches": train_batches.state_dict(), "meta_batches": meta_batches.state_dict(),
-                "generator": gen.get_state(), "store": store.state_dict(),
+                "generator": gen.get_state(), "store": store.state_dict() if store else None,
                 "finals": [f.cpu() for f in finals], "snapshots": [x.cpu() for x in snapshots]})
 
         bar = tqdm(total=total_steps, initial=t0, desc=f"chain {chain + 1}/{config.chains}",
-                   disable=not config.progress, leave=False, dynamic_ncols=True)
+                   disable=not (config.progress and comm.main), leave=False, dynamic_ncols=True)
         for t in range(t0 + 1, total_steps + 1):
             state = algorithm.step(state, (train_batches(), meta_batches()), scale)
             if t % config.check_every == 0 or t == total_steps:
                 scale, seen_rejected = _guard(state, chain, t, scale, seen_rejected, config, checkpoint)
             if t % config.log_every == 0 or t == total_steps:
                 bar.update(t - bar.n)
-                bar.set_postfix(_progress(state, n), refresh=False)
+                bar.set_postfix(_progress(state, comm, n_total), refresh=False)
             if t > config.warmup and (t - config.warmup) % config.thin == 0:
                 resync_w_sum(potential, state)
-                weights = potential.weights(state.table).float().cpu().numpy() if has_table else np.zeros(0)
-                store.record(chain, draw, weights, {**_scalars(potential, state, n),
-                                                    "rejected_steps": float(state.rejected),
-                                                    "step_scale": scale})
+                table = comm.gather_rows(state.table, layout) if has_table else None  # every rank takes part
+                if store is not None:
+                    weights = potential.weights(table).float().cpu().numpy() if has_table else np.zeros(0)
+                    store.record(chain, draw, weights, {**_scalars(potential, state, table, n_total),
+                                                        "rejected_steps": float(state.rejected),
+                                                        "step_scale": scale})
                 if draw in keep:
                     snapshots.append(state.theta.detach().clone())
                 draw += 1
@@ -200,9 +234,11 @@ def fit(model: Callable, problem: Problem, hyper: dict | None = None, config: Sa
             state = None  # the next chain starts fresh
             save_checkpoint(checkpoint, {
                 "config": plain, "chain": chain + 1, "t": 0, "draw": 0, "scale": 1.0, "seen_rejected": 0,
-                "state": None, "store": store.state_dict(), "finals": [f.cpu() for f in finals],
+                "state": None, "store": store.state_dict() if store else None, "finals": [f.cpu() for f in finals],
                 "snapshots": [x.cpu() for x in snapshots]})
     seconds = time.perf_counter() - start
+    if not comm.main:
+        return None
     return Posterior(store, finals, snapshots, potential, problem, config, potential.hyper, seconds)
 
 
@@ -225,10 +261,10 @@ def _initial_u(potential: TracePotential) -> float:
     return math.log(beta / (1 - beta))
 
 
-def _progress(state, n: int) -> dict[str, str]:
+def _progress(state, comm: Communicator, n_total: int) -> dict[str, str]:
     out = {k: f"{v:.3g}" for k, v in summarize_stats(state.stats).items() if k in ("train_loss", "meta_loss")}
     if state.table is not None:
-        out["w_mean"] = f"{float(state.w_sum) / n:.3f}"
+        out["w_mean"] = f"{float(comm.sum(state.w_sum)) / n_total:.3f}"
     return out
 
 
@@ -237,14 +273,15 @@ def _latent_globals(potential: TracePotential) -> list[str]:
     return [s.name for s in potential.globals if not s.name.startswith("theta.") and s.numel == 1]
 
 
-def _scalars(potential: TracePotential, state, n: int) -> dict[str, float]:
+def _scalars(potential: TracePotential, state, table: torch.Tensor | None, n_total: int) -> dict[str, float]:
+    """Per-draw scalars; `table` is the whole weight table (gathered from every shard)."""
     stats = summarize_stats(state.stats)
     values = potential.unpack(state.theta)
     return {**{name: float(values[name]) for name in _latent_globals(potential)},
-        "log_joint": log_joint_estimate(potential, state.theta, state.table, state.stats),
+        "log_joint": log_joint_estimate(potential, state.theta, table, state.stats),
         "meta_loss": float(stats.get("meta_loss", float("nan"))),
         "train_loss": float(stats.get("train_loss", float("nan"))),
-        "w_mean": float(state.w_sum) / n if state.table is not None else float("nan"),
+        "w_mean": float(potential.weights(table).double().sum()) / n_total if table is not None else float("nan"),
         "theta_norm": float(state.theta.norm()),
     }
 

@@ -105,6 +105,9 @@ class TracePotential:
             self.globals.append(GlobalSite(name, shape, offset, shape.numel(), biject_to(_support(site["fn"]))))
             offset += shape.numel()
         self.theta_size = offset
+        # Copied now: the fused path later rebinds the module's parameters to its own buffer.
+        self._start_values = {n: v.detach().clone() for n, v in problem.net.named_parameters()} \
+            if getattr(problem.net, "init_from_module", False) else None
 
     def _reference_trace(self) -> poutine.Trace:
         p = self.problem
@@ -122,12 +125,18 @@ class TracePotential:
 
     # ---- positions -------------------------------------------------------------------------
     def init_theta(self, generator: torch.Generator | None = None, scale: float = 1.0) -> torch.Tensor:
-        """A flat unconstrained theta: network parameters from the module's own initialiser, others at the prior's median."""
+        """A flat unconstrained theta: network parameters from the module's own initialiser, others at the prior's median.
+
+        A network with `init_from_module = True` (e.g. a pretrained language model) starts every chain at
+        its current parameter values instead of a fresh random draw.
+        """
         pieces = []
         named = dict(self.problem.net.named_parameters())
         for site in self.globals:
             pname = site.name[len("theta."):] if site.name.startswith("theta.") else None
-            if pname in named:
+            if self._start_values is not None and pname in self._start_values:
+                value = self._start_values[pname].clone()
+            elif pname in named:
                 value = self._reinit_like(named[pname], generator) * scale
             else:
                 value = self.reference.nodes[site.name]["fn"].mean.detach().expand(site.shape)
@@ -335,7 +344,7 @@ class FusedPotential(TracePotential):
         l_t = losses[:n_t]
         w_d, l_t_d = w.detach(), l_t.detach()
         # theta: minibatch estimate of the likelihood factors (plate scale N/|B|)
-        lik = (-self.rho_t * p.n_train / n_t) * torch.dot(w_d, l_t)
+        lik = (-self.rho_t * p.n_train_total / n_t) * torch.dot(w_d, l_t)
         if n_m:
             lik = lik + (-self.rho_m * p.n_meta / n_m) * losses[n_t:].sum()
         # w_B: exact conditional, unscaled

@@ -51,17 +51,45 @@ class UpdateRule(ABC):
 
     @abstractmethod
     def init(self, x: torch.Tensor) -> dict[str, Any]:
-        """Per-coordinate state for a block shaped like x."""
+        """Per-coordinate state for a block shaped like x (the per-example table: one entry per row)."""
+
+    def init_global(self, x: torch.Tensor) -> dict[str, Any]:
+        """State for the global block theta, which always moves as a whole (a rule may keep scalars)."""
+        return self.init(x)
 
     @abstractmethod
     def apply(self, x: torch.Tensor, g: torch.Tensor, aux: dict[str, Any], eps: float,
-              temperature: float, generator: torch.Generator | None) -> None:
-        """One move of x (and aux) with step size eps at the given temperature."""
+              temperature: float, noise: Callable[[torch.Tensor], torch.Tensor]) -> None:
+        """One move of x (and aux) with step size eps at the given temperature; `noise(x)` is N(0, 1) like x."""
+
+    def apply_guarded(self, x: torch.Tensor, g: torch.Tensor, aux: dict[str, Any], eps: float, temperature: float,
+                      noise: Callable[[torch.Tensor], torch.Tensor], ok: torch.Tensor) -> None:
+        """`apply` where the 0-dim bool `ok` holds, else leave x and aux as they are (g may be non-finite then).
+
+        This default keeps copies and restores them with `torch.where`; rules override it with a masked
+        update that needs no copies. The noise is drawn either way, so the random stream does not depend
+        on which steps were rejected.
+        """
+        kept = {"x": x.clone(), **{k: v.clone() for k, v in _tensor_aux(aux).items()}}
+        self.apply(x, torch.where(ok, g, 0.0), aux, eps, temperature, noise)
+        x.copy_(torch.where(ok, x, kept["x"]))
+        for k, v in _tensor_aux(aux).items():
+            v.copy_(torch.where(ok, v, kept[k]))
 
 
 def noise_like(x: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
     """Standard normal noise drawn on x's device from the chain's generator."""
     return torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+
+
+def noise_source(generator: torch.Generator | None, rows: tuple[int, int] | None = None):
+    """`noise(x)` for a rule. With `rows=(total, start)` the noise of a whole global batch of `total` rows is
+    drawn and rows [start, start + len(x)) are returned: a rank holding part of the batch gets exactly the
+    values one process holding all of it would."""
+    if rows is None:
+        return lambda x: noise_like(x, generator)
+    total, start = rows
+    return lambda x: torch.randn(total, generator=generator, device=x.device, dtype=x.dtype)[start:start + x.shape[0]]
 
 
 class MinibatchSampler:
@@ -103,13 +131,17 @@ def _tensor_aux(aux: dict) -> dict[str, torch.Tensor]:
 
 def blocked_langevin(potential: TracePotential, rule: UpdateRule, step_size, temperature: float = 1.0,
                      local_step_size=None, local_rule: UpdateRule | None = None,
-                     generator: torch.Generator | None = None, guard: bool = True) -> SamplingAlgorithm:
+                     generator: torch.Generator | None = None, guard: bool = True, comm=None,
+                     noise_rows: tuple[int, int] | None = None) -> SamplingAlgorithm:
     """Random-scan blocked SG-MCMC on (theta, w): the step every kernel shares.
 
     With `guard`, a step whose gradient is not finite is rejected on the device (the old values are
     kept by `torch.where`, no host read) and counted in `state.rejected` / `state.run`; the driver
     reads the counters when it reports progress, reduces the step size and stops after too many.
     The step-size multiplier `scale` (a host float set by the driver) multiplies the schedules.
+    Distributed (`comm`, a `distributed.Communicator`): theta's gradient is averaged over ranks (with a
+    finiteness flag, so every rank accepts or rejects together), `state.w_sum` is this rank's shard sum
+    and the total is all-reduced before each step; `noise_rows` slices the table's noise (`noise_source`).
     """
     if temperature < 0 or not math.isfinite(temperature):
         raise ConfigError(f"temperature must be >= 0 and finite, got {temperature!r}")
@@ -117,6 +149,8 @@ def blocked_langevin(potential: TracePotential, rule: UpdateRule, step_size, tem
     eps_local = make_schedule(step_size if local_step_size is None else local_step_size)
     local_rule = local_rule or rule
     has_table = potential.local_site is not None
+    theta_noise, local_noise = noise_source(generator), noise_source(generator, noise_rows)
+    distributed = comm is not None and comm.world > 1
 
     def init(theta: torch.Tensor, table: torch.Tensor | None = None) -> SGMCMCState:
         theta = theta.detach().clone()
@@ -127,7 +161,7 @@ def blocked_langevin(potential: TracePotential, rule: UpdateRule, step_size, tem
         else:
             table, w_sum, table_aux = None, torch.zeros((), dtype=torch.float64, device=theta.device), {}
         zero = torch.zeros((), dtype=torch.long, device=theta.device)
-        return SGMCMCState(theta, table, rule.init(theta), table_aux, w_sum, rejected=zero.clone(),
+        return SGMCMCState(theta, table, rule.init_global(theta), table_aux, w_sum, rejected=zero.clone(),
                            run=zero.clone(), max_run=zero.clone())
 
     def step(state: SGMCMCState, batch: Batch, scale: float = 1.0) -> SGMCMCState:
@@ -135,34 +169,35 @@ def blocked_langevin(potential: TracePotential, rule: UpdateRule, step_size, tem
         t = state.step
         if has_table:
             u = state.table[train_idx]
-            rest = state.w_sum - potential.weights(u).double().sum()
+            local_rest = state.w_sum - potential.weights(u).double().sum()
+            rest = local_rest + (comm.sum(state.w_sum) - state.w_sum) if distributed else local_rest
         else:
             u, rest = None, state.w_sum
         grads = potential.grads(state.theta, u, train_idx, meta_idx, rest, temperature)
         g_theta, g_local = grads.theta, grads.local
-        if guard:
+        if distributed:  # one all-reduce: theta's gradient and a flag that is NaN if any rank's rows are
+            flag = g_local.sum().mul(0).reshape(1).to(g_theta.dtype) if g_local is not None else g_theta[:0]
+            reduced = comm.mean_(torch.cat([g_theta, flag]))
+            g_theta = reduced[:g_theta.numel()]
+            ok = torch.isfinite(reduced.sum())
+        elif guard:
             ok = torch.isfinite(g_theta.sum()) if g_local is None else torch.isfinite(g_theta.sum() + g_local.sum())
-            g_theta = torch.where(ok, g_theta, 0.0)
-            kept = {"theta": state.theta.clone(), **{k: v.clone() for k, v in _tensor_aux(state.theta_aux).items()}}
-        rule.apply(state.theta, g_theta, state.theta_aux, eps_theta(t) * scale, temperature, generator)
+        eps_t, eps_u = eps_theta(t) * scale, eps_local(t) * scale
         if guard:
-            state.theta.copy_(torch.where(ok, state.theta, kept["theta"]))
-            for k, v in _tensor_aux(state.theta_aux).items():
-                v.copy_(torch.where(ok, v, kept[k]))
+            rule.apply_guarded(state.theta, g_theta, state.theta_aux, eps_t, temperature, theta_noise, ok)
+        else:
+            rule.apply(state.theta, g_theta, state.theta_aux, eps_t, temperature, theta_noise)
         if has_table:
             rows = {k: v[train_idx] for k, v in state.table_aux.items()}
-            u_old = u.clone() if guard else None
-            rows_old = {k: v.clone() for k, v in rows.items()} if guard else None
-            local_rule.apply(u, torch.where(ok, g_local, 0.0) if guard else g_local, rows, eps_local(t) * scale,
-                             temperature, generator)
-            u.clamp_(-U_CLAMP, U_CLAMP)
             if guard:
-                u = torch.where(ok, u, u_old)
-                rows = {k: torch.where(ok, v, rows_old[k]) for k, v in rows.items()}
+                local_rule.apply_guarded(u, g_local, rows, eps_u, temperature, local_noise, ok)
+            else:
+                local_rule.apply(u, g_local, rows, eps_u, temperature, local_noise)
+            u.clamp_(-U_CLAMP, U_CLAMP)
             state.table[train_idx] = u
             for k, v in rows.items():
                 state.table_aux[k][train_idx] = v
-            state.w_sum = rest + potential.weights(u).double().sum()
+            state.w_sum = local_rest + potential.weights(u).double().sum()
         if guard:
             bad = (~ok).long()
             state.rejected += bad

@@ -8,7 +8,7 @@ from __future__ import annotations
 import torch
 
 from ..errors import ConfigError
-from .base import SGMCMCKernel, UpdateRule, blocked_langevin, noise_like
+from .base import SGMCMCKernel, UpdateRule, blocked_langevin
 
 OPTIMIZERS = {"sgd": torch.optim.SGD, "adam": torch.optim.Adam, "rmsprop": torch.optim.RMSprop}
 
@@ -26,14 +26,14 @@ class OptimizerNoiseRule(UpdateRule):
     def init(self, x):
         return {"optimizer": OPTIMIZERS[self.optimizer]([x], lr=1.0, **self.kwargs)}
 
-    def apply(self, x, g, aux, eps, temperature, generator):
+    def apply(self, x, g, aux, eps, temperature, noise):
         opt = aux["optimizer"]
         opt.param_groups[0]["lr"] = eps
         x.grad = g.neg()
         opt.step()
         x.grad = None
         if self.noise_std > 0:
-            x.add_(noise_like(x, generator), alpha=self.noise_std)
+            x.add_(noise(x), alpha=self.noise_std)
 
 
 class GradientAscentNoiseRule(OptimizerNoiseRule):
@@ -45,18 +45,19 @@ class GradientAscentNoiseRule(OptimizerNoiseRule):
     def init(self, x):
         return {}
 
-    def apply(self, x, g, aux, eps, temperature, generator):
+    def apply(self, x, g, aux, eps, temperature, noise):
         x.add_(g, alpha=eps)
         if self.noise_std > 0:
-            x.add_(noise_like(x, generator), alpha=self.noise_std)
+            x.add_(noise(x), alpha=self.noise_std)
 
 
 def paper(potential, step_size, temperature: float = 1.0, local_step_size=None, optimizer: str = "sgd",
-          noise_std: float = 1e-5, generator=None, guard: bool = True, **optimizer_kwargs):
+          noise_std: float = 1e-5, generator=None, guard: bool = True, comm=None, noise_rows=None,
+          **optimizer_kwargs):
     """The paper's noisy optimiser as an (init, step) pair (temperature is not used: the noise is fixed)."""
     return blocked_langevin(potential, OptimizerNoiseRule(optimizer, noise_std, **optimizer_kwargs), step_size,
                             temperature, local_step_size, local_rule=GradientAscentNoiseRule(noise_std),
-                            generator=generator, guard=guard)
+                            generator=generator, guard=guard, comm=comm, noise_rows=noise_rows)
 
 
 class PaperSampler(SGMCMCKernel):

@@ -12,7 +12,7 @@ import math
 import torch
 
 from ..errors import ConfigError
-from .base import SGMCMCKernel, UpdateRule, blocked_langevin, noise_like
+from .base import SGMCMCKernel, UpdateRule, blocked_langevin
 
 
 class PSGLDRule(UpdateRule):
@@ -24,25 +24,38 @@ class PSGLDRule(UpdateRule):
         self.alpha, self.lam = alpha, eps_precond
 
     def init(self, x):
-        return {"v": torch.zeros_like(x), "n": torch.zeros_like(x)}
+        return {"v": torch.zeros_like(x), "n": torch.zeros_like(x)}  # per-row counts: a row moves only in its batches
 
-    def apply(self, x, g, aux, eps, temperature, generator):
-        v, n = aux["v"], aux["n"]
-        n.add_(1)
-        v.mul_(self.alpha).addcmul_(g, g, value=1 - self.alpha)
-        # G = 1 / (lam + sqrt(V / (1 - alpha^n)))
-        precond = v.div(1 - torch.pow(self.alpha, n)).sqrt_().add_(self.lam).reciprocal_()
+    def init_global(self, x):
+        return {"v": torch.zeros_like(x), "n": torch.zeros((), dtype=x.dtype, device=x.device)}  # one count
+
+    def apply(self, x, g, aux, eps, temperature, noise):
+        aux["n"].add_(1)
+        aux["v"].mul_(self.alpha).addcmul_(g, g, value=1 - self.alpha)
+        self._move(x, g, aux, eps, temperature, noise, aux["v"] > 0)
+
+    def apply_guarded(self, x, g, aux, eps, temperature, noise, ok):
+        # a rejected step: g -> 0, V keeps its value (decay 1), the count does not advance, no noise
+        g = torch.where(ok, g, 0.0)
+        aux["n"].add_(ok.to(x.dtype))
+        aux["v"].mul_(torch.where(ok, self.alpha, 1.0)).addcmul_(g, g, value=1 - self.alpha)
+        self._move(x, g, aux, eps, temperature, noise, (aux["v"] > 0) & ok)
+
+    def _move(self, x, g, aux, eps, temperature, noise, noisy):
+        # G = 1 / (lam + sqrt(V / (1 - alpha^n))); n >= 1 wherever V > 0 (elsewhere V = 0 and g = 0)
+        bias = torch.pow(self.alpha, aux["n"].clamp(min=1)).neg_().add_(1)
+        precond = aux["v"].div(bias).sqrt_().add_(self.lam).reciprocal_()
         x.addcmul_(precond, g, value=eps / 2)
         if temperature > 0:
             # no noise where no gradient has been seen yet (V = 0 would make G = 1/lambda, a huge jump)
-            x.addcmul_(precond.sqrt_().mul_(v > 0), noise_like(x, generator), value=math.sqrt(eps * temperature))
+            x.addcmul_(precond.sqrt_().mul_(noisy), noise(x), value=math.sqrt(eps * temperature))
 
 
 def psgld(potential, step_size, temperature: float = 1.0, local_step_size=None, alpha: float = 0.99,
-          eps_precond: float = 1e-5, generator=None, guard: bool = True):
+          eps_precond: float = 1e-5, generator=None, guard: bool = True, comm=None, noise_rows=None):
     """pSGLD as an (init, step) pair."""
     return blocked_langevin(potential, PSGLDRule(alpha, eps_precond), step_size, temperature, local_step_size,
-                            generator=generator, guard=guard)
+                            generator=generator, guard=guard, comm=comm, noise_rows=noise_rows)
 
 
 class PSGLD(SGMCMCKernel):

@@ -11,7 +11,7 @@ import math
 import torch
 
 from ..errors import ConfigError
-from .base import SGMCMCKernel, UpdateRule, blocked_langevin, noise_like
+from .base import SGMCMCKernel, UpdateRule, blocked_langevin
 
 
 class SGHMCRule(UpdateRule):
@@ -23,19 +23,26 @@ class SGHMCRule(UpdateRule):
     def init(self, x):
         return {"momentum": torch.zeros_like(x)}
 
-    def apply(self, x, g, aux, eps, temperature, generator):
+    def apply(self, x, g, aux, eps, temperature, noise):
         v = aux["momentum"]
         v.mul_(1 - self.friction).add_(g, alpha=eps)
         if temperature > 0:
-            v.add_(noise_like(x, generator), alpha=math.sqrt(2 * self.friction * eps * temperature))
+            v.add_(noise(x), alpha=math.sqrt(2 * self.friction * eps * temperature))
         x.add_(v)
+
+    def apply_guarded(self, x, g, aux, eps, temperature, noise, ok):
+        v, keep = aux["momentum"], ok.to(x.dtype)
+        v.mul_(torch.where(ok, 1 - self.friction, 1.0)).add_(torch.where(ok, g, 0.0), alpha=eps)
+        if temperature > 0:
+            v.addcmul_(noise(x), keep, value=math.sqrt(2 * self.friction * eps * temperature))
+        x.addcmul_(v, keep)
 
 
 def sghmc(potential, step_size, temperature: float = 1.0, local_step_size=None, friction: float = 0.1,
-          generator=None, guard: bool = True):
+          generator=None, guard: bool = True, comm=None, noise_rows=None):
     """SGHMC as an (init, step) pair; the per-example momentum moves only when its row is in the batch."""
     return blocked_langevin(potential, SGHMCRule(friction), step_size, temperature, local_step_size,
-                            generator=generator, guard=guard)
+                            generator=generator, guard=guard, comm=comm, noise_rows=noise_rows)
 
 
 class SGHMC(SGMCMCKernel):

@@ -3,24 +3,31 @@ from __future__ import annotations
 
 import math
 
-from .base import SGMCMCKernel, UpdateRule, blocked_langevin, noise_like
+import torch
+
+from .base import SGMCMCKernel, UpdateRule, blocked_langevin
 
 
 class SGLDRule(UpdateRule):
     def init(self, x):
         return {}
 
-    def apply(self, x, g, aux, eps, temperature, generator):
+    def apply(self, x, g, aux, eps, temperature, noise):
         x.add_(g, alpha=eps / 2)
         if temperature > 0:
-            x.add_(noise_like(x, generator), alpha=math.sqrt(eps * temperature))
+            x.add_(noise(x), alpha=math.sqrt(eps * temperature))
+
+    def apply_guarded(self, x, g, aux, eps, temperature, noise, ok):
+        x.add_(torch.where(ok, g, 0.0), alpha=eps / 2)
+        if temperature > 0:
+            x.addcmul_(noise(x), ok.to(x.dtype), value=math.sqrt(eps * temperature))
 
 
 def sgld(potential, step_size, temperature: float = 1.0, local_step_size=None, generator=None,
-          guard: bool = True):
+          guard: bool = True, comm=None, noise_rows=None):
     """SGLD as an (init, step) pair."""
     return blocked_langevin(potential, SGLDRule(), step_size, temperature, local_step_size, generator=generator,
-                            guard=guard)
+                            guard=guard, comm=comm, noise_rows=noise_rows)
 
 
 class SGLD(SGMCMCKernel):
