@@ -1,4 +1,4 @@
-"""Command line: `pyro-dps demo`, `pyro-dps run CONFIG.toml`, `pyro-dps report RUN_DIR`.
+"""Command line: `pyro-dps demo`, `pyro-dps run CONFIG.toml`, `pyro-dps report RUN_DIR`, `pyro-dps score RUN_DIR DATA`.
 
 Bad input: one line on stderr, exit code 2.
 """
@@ -18,11 +18,17 @@ def _parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="run a scenario from a TOML configuration")
     run.add_argument("config", help="scenario TOML file")
     run.add_argument("--out", required=True, help="output directory")
-    run.add_argument("--model", default=None, help="model: a built-in name or path/to/file.py[:function]")
     report = sub.add_parser("report", help="write a self-contained HTML report of a finished run directory")
     report.add_argument("run_dir", help="run directory (metrics.json, draws.nc)")
     report.add_argument("--out", default=None, help="output HTML file (default RUN_DIR/report.html)")
+    score = sub.add_parser("score", help="score unseen examples with a finished run's weight network")
+    score.add_argument("run_dir", help="run directory of a weight-network run (posterior.pt)")
+    score.add_argument("data", help=".npz file with x (and y when the weight network reads labels)")
+    score.add_argument("--out", required=True, help="output CSV: index, label, mean, sd, q05, q95")
+    score.add_argument("--device", default="cpu", help="torch device (default cpu)")
     for p in (demo, run):
+        p.add_argument("--model", default=None,
+                       help="model: a built-in name (bads, weight_net, ...) or path/to/file.py[:function]")
         p.add_argument("--seed", type=int, default=None, help="seed for data, chains and baselines")
         p.add_argument("--device", default=None, help="torch device, e.g. cpu or cuda (default: cuda if available)")
         p.add_argument("--chains", type=int, default=None, help="number of chains")
@@ -41,6 +47,12 @@ def main(argv: list[str] | None = None) -> int:
 
             print(f"wrote {write_report(args.run_dir, args.out)}")
             return 0
+        if args.command == "score":
+            from .scoring import read_examples, score, write_scores
+
+            x, y = read_examples(args.data)
+            print(f"wrote {write_scores(args.out, score(args.run_dir, x, y, args.device), y)}")
+            return 0
         import copy
 
         import torch
@@ -48,12 +60,9 @@ def main(argv: list[str] | None = None) -> int:
         from .config import DEMO, load_config, validate_config
         from .scenario import run_scenario
 
-        if args.command == "demo":
-            config = validate_config(copy.deepcopy(DEMO))
-        else:
-            config = load_config(args.config)
-            if args.model:
-                config["model"]["file"] = args.model
+        config = validate_config(copy.deepcopy(DEMO)) if args.command == "demo" else load_config(args.config)
+        if args.model:
+            config["model"]["file"] = args.model
         from .distributed import init_from_env, local_device
 
         device = local_device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))

@@ -90,12 +90,35 @@ class Problem:
         return self.x_meta.shape[0]
 
     @property
+    def n_outputs(self) -> int:
+        """Width of the network's output (the number of classes for a classifier); from one probe row."""
+        if not hasattr(self, "_n_outputs"):
+            with torch.no_grad():
+                self._n_outputs = int(self.net(self.x_train[:1]).shape[-1])
+        return self._n_outputs
+
+    @property
     def device(self) -> torch.device:
         return self.x_train.device
 
     def forward(self, params: dict[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
         """The network's output with the given parameters (the module's own are not used)."""
         return functional_call(self.net, (params, self.buffers), (x,))
+
+    def forward_features(self, params: dict[str, torch.Tensor], x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Outputs and penultimate features (the input of the network's last linear layer) from one pass.
+
+        A network may name the module whose input is the embedding as `net.features_module`; else
+        the last `nn.Linear` in `net.modules()` is used.
+        """
+        head = getattr(self.net, "features_module", None) or _last_linear(self.net)
+        captured = []
+        handle = head.register_forward_pre_hook(lambda _m, args: captured.append(args[0]))
+        try:
+            out = self.forward(params, x)
+        finally:
+            handle.remove()
+        return out, captured[-1].flatten(1)
 
     def losses(self, params: dict[str, torch.Tensor], rows: torch.Tensor) -> torch.Tensor:
         """Per-example losses for rows of the concatenated train+meta data (meta rows offset by N_t)."""
@@ -112,6 +135,14 @@ class Problem:
                        self.n_train_total)
 
 
+def _last_linear(net: nn.Module) -> nn.Module:
+    linear = [m for m in net.modules() if isinstance(m, nn.Linear)]
+    if not linear:
+        raise DataError(f"network {type(net).__name__} has no nn.Linear head; set `net.features_module` to the "
+                        "module whose input is the embedding")
+    return linear[-1]
+
+
 class ModelContext:
     """One step's view for the Pyro model: sizes, minibatch indices, and the per-example loss.
 
@@ -119,15 +150,17 @@ class ModelContext:
     sparsity prior on `sum_i w_i` costs O(batch) per step.
     """
 
-    __slots__ = ("problem", "train_idx", "meta_idx", "w_sum_rest", "_losses")
+    __slots__ = ("problem", "train_idx", "meta_idx", "w_sum_rest", "memory", "_losses", "_features")
 
     def __init__(self, problem: Problem, train_idx: torch.Tensor, meta_idx: torch.Tensor,
-                 w_sum_rest: torch.Tensor | float = 0.0):
+                 w_sum_rest: torch.Tensor | float = 0.0, memory: dict | None = None):
         self.problem = problem
         self.train_idx = train_idx
         self.meta_idx = meta_idx
         self.w_sum_rest = w_sum_rest
+        self.memory = memory  # kept across a chain's steps (running averages); None in probe evaluations
         self._losses = None
+        self._features = None
 
     @property
     def n_train(self) -> int:
@@ -142,13 +175,41 @@ class ModelContext:
     def param_shapes(self) -> dict[str, torch.Size]:
         return self.problem.param_shapes
 
-    def _both_losses(self, theta: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-        # One forward pass over train and meta rows together; cached for the step.
-        if self._losses is None or self._losses[0] is not theta:
-            rows = torch.cat([self.train_idx, self.meta_idx + self.problem.n_train])
-            both = self.problem.losses(theta, rows)
+    def _both_losses(self, theta: dict[str, torch.Tensor], features: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+        # One forward pass over train and meta rows together (and the features, when asked); cached for the step.
+        if self._losses is None or self._losses[0] is not theta or (features and self._features is None):
+            p = self.problem
+            rows = torch.cat([self.train_idx, self.meta_idx + p.n_train])
+            if features:
+                out, feats = p.forward_features(theta, p.x_all[rows])
+                both = p.loss(out, p.y_all[rows])
+                self._features = feats[:self.train_idx.numel()]
+            else:
+                both = p.losses(theta, rows)
             self._losses = (theta, both.split([self.train_idx.numel(), self.meta_idx.numel()]))
         return self._losses[1]
+
+    def train_features(self, theta: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Penultimate features h(z_i) of the batch's training examples (from the same forward pass as the losses)."""
+        self._both_losses(theta, features=True)
+        return self._features
+
+    def train_labels(self) -> torch.Tensor:
+        """The batch's training labels."""
+        return self.problem.y_train[self.train_idx]
+
+    def running_mean(self, name: str, value: torch.Tensor, window: int) -> torch.Tensor:
+        """Mean of `value` and its detached values at the chain's last `window - 1` steps (paper eq. 9).
+
+        Only the current value carries a gradient. Outside a chain (memory None) it is `value` itself.
+        """
+        if self.memory is None or window <= 1:
+            return value
+        past = self.memory.setdefault(name, [])
+        out = (value + sum(past)) / (len(past) + 1) if past else value
+        past.append(value.detach())
+        del past[:-(window - 1)]
+        return out
 
     def train_losses(self, theta: dict[str, torch.Tensor]) -> torch.Tensor:
         """l(z_i; theta) for the batch's training examples."""

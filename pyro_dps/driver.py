@@ -159,7 +159,7 @@ def fit(model: Callable, problem: Problem, hyper: dict | None = None, config: Sa
     latent = _latent_globals(potential)
     plain = config_dict(config)
     resumed = load_checkpoint(checkpoint, plain) if checkpoint and resume and Path(checkpoint).exists() else None
-    store = DrawStore(config.chains, config.samples, ids if has_table else ids[:0], SCALARS + latent,
+    store = DrawStore(config.chains, config.samples, ids if potential.has_weights else ids[:0], SCALARS + latent,
                       config.memory_budget_mb, spill_path, append=resumed is not None) if comm.main else None
     n_snap = min(config.snapshots, config.samples)  # evenly spaced over the kept draws
     keep = set(np.linspace(0, config.samples - 1, n_snap).round().astype(int).tolist()) if n_snap else set()
@@ -190,12 +190,14 @@ def fit(model: Callable, problem: Problem, hyper: dict | None = None, config: Sa
                                                       gen, device), comm.rank, comm.world)
         table = torch.full((n,), init_u, device=device) if has_table else None
         state = algorithm.init(potential.init_theta(gen), table)
+        potential.memory.clear()  # the model's running averages start afresh with each chain
         t0, draw, scale, seen_rejected = 0, 0, 1.0, 0
         if resumed and resumed.get("state") is not None and chain == first_chain:
             restore_state(state, resumed["state"], device)
             train_batches.load_state_dict(resumed["train_batches"])
             meta_batches.load_state_dict(resumed["meta_batches"])
             gen.set_state(resumed["generator"])
+            potential.memory.update(resumed.get("memory", {}))
             t0, draw, scale, seen_rejected = resumed["t"], resumed["draw"], resumed["scale"], resumed["seen_rejected"]
 
         def save(t: int) -> None:
@@ -204,6 +206,7 @@ def fit(model: Callable, problem: Problem, hyper: dict | None = None, config: Sa
                 "seen_rejected": seen_rejected, "state": state_to_payload(state),
                 "train_batches": train_batches.state_dict(), "meta_batches": meta_batches.state_dict(),
                 "generator": gen.get_state(), "store": store.state_dict() if store else None,
+                "memory": potential.memory,
                 "finals": [f.cpu() for f in finals], "snapshots": [x.cpu() for x in snapshots]})
 
         bar = tqdm(total=total_steps, initial=t0, desc=f"chain {chain + 1}/{config.chains}",
@@ -218,9 +221,11 @@ def fit(model: Callable, problem: Problem, hyper: dict | None = None, config: Sa
             if t > config.warmup and (t - config.warmup) % config.thin == 0:
                 resync_w_sum(potential, state)
                 table = comm.gather_rows(state.table, layout) if has_table else None  # every rank takes part
+                w_all = potential.weights(table) if has_table else comm.gather_rows(
+                    potential.network_weights(state.theta), layout) if potential.weight_site else None
                 if store is not None:
-                    weights = potential.weights(table).float().cpu().numpy() if has_table else np.zeros(0)
-                    store.record(chain, draw, weights, {**_scalars(potential, state, table, n_total),
+                    weights = w_all.float().cpu().numpy() if w_all is not None else np.zeros(0)
+                    store.record(chain, draw, weights, {**_scalars(potential, state, table, w_all, n_total),
                                                         "rejected_steps": float(state.rejected),
                                                         "step_scale": scale})
                 if draw in keep:
@@ -265,6 +270,8 @@ def _progress(state, comm: Communicator, n_total: int) -> dict[str, str]:
     out = {k: f"{v:.3g}" for k, v in summarize_stats(state.stats).items() if k in ("train_loss", "meta_loss")}
     if state.table is not None:
         out["w_mean"] = f"{float(comm.sum(state.w_sum)) / n_total:.3f}"
+    elif "w" in state.stats:  # a weight network: the batch's mean weight
+        out["w_mean"] = f"{float(state.stats['w'].mean()):.3f}"
     return out
 
 
@@ -273,15 +280,16 @@ def _latent_globals(potential: TracePotential) -> list[str]:
     return [s.name for s in potential.globals if not s.name.startswith("theta.") and s.numel == 1]
 
 
-def _scalars(potential: TracePotential, state, table: torch.Tensor | None, n_total: int) -> dict[str, float]:
-    """Per-draw scalars; `table` is the whole weight table (gathered from every shard)."""
+def _scalars(potential: TracePotential, state, table: torch.Tensor | None, weights: torch.Tensor | None,
+             n_total: int) -> dict[str, float]:
+    """Per-draw scalars; `table` is the whole unconstrained table and `weights` all N_t weights (gathered)."""
     stats = summarize_stats(state.stats)
     values = potential.unpack(state.theta)
     return {**{name: float(values[name]) for name in _latent_globals(potential)},
         "log_joint": log_joint_estimate(potential, state.theta, table, state.stats),
         "meta_loss": float(stats.get("meta_loss", float("nan"))),
         "train_loss": float(stats.get("train_loss", float("nan"))),
-        "w_mean": float(potential.weights(table).double().sum()) / n_total if table is not None else float("nan"),
+        "w_mean": float(weights.double().sum()) / n_total if weights is not None else float("nan"),
         "theta_norm": float(state.theta.norm()),
     }
 

@@ -88,8 +88,12 @@ class TracePotential:
         self.reference = self._reference_trace()
         self.globals: list[GlobalSite] = []
         self.local_site: str | None = None
+        self.weight_site: str | None = None  # a deterministic per-example weight (weight-network models)
+        self.memory: dict = {}  # the model's running averages (ModelContext.running_mean); reset per chain
         offset = 0
         for name, site in self.reference.nodes.items():
+            if site["type"] == "sample" and site["infer"].get("_deterministic") and _in_local_plate(site):
+                self.weight_site = self.weight_site or name
             if site["type"] != "sample" or site["is_observed"] or site_is_subsample(site):
                 continue
             if _in_local_plate(site):
@@ -170,6 +174,28 @@ class TracePotential:
         """Per-example weights w from their unconstrained table."""
         return self.local_transform(table)
 
+    @property
+    def has_weights(self) -> bool:
+        """Whether the model gives per-example weights: a latent table or a deterministic weight site."""
+        return self.local_site is not None or self.weight_site is not None
+
+    @torch.no_grad()
+    def network_weights(self, theta: torch.Tensor, chunk: int = 2048) -> torch.Tensor:
+        """The deterministic weight site for every training row at theta (O(N_t): for draws and scoring only)."""
+        if self.weight_site is None:
+            raise ModelError("the model has no deterministic per-example weight site in the 'train' plate")
+        data = self.unpack(theta)
+        p = self.problem
+        meta = torch.arange(min(1, p.n_meta), device=p.device)
+        out = []
+        for lo in range(0, p.n_train, chunk):
+            rows = torch.arange(lo, min(lo + chunk, p.n_train), device=p.device)
+            ctx = ModelContext(p, rows, meta, torch.zeros((), dtype=torch.float64, device=p.device))
+            with pyro.validation_enabled(False):
+                tr = poutine.trace(poutine.condition(self.model, data=data)).get_trace(ctx, **self.hyper)
+            out.append(tr.nodes[self.weight_site]["value"].detach().reshape(-1))
+        return torch.cat(out)
+
     # ---- gradients -------------------------------------------------------------------------
     def _leaves(self, theta: torch.Tensor) -> list[torch.Tensor]:
         return [theta[s.offset:s.offset + s.numel].view(s.shape).detach().requires_grad_()
@@ -191,7 +217,7 @@ class TracePotential:
             u_leaf = u_batch.detach().requires_grad_()
             w = self.local_transform(u_leaf)
             data[self.local_site] = w
-        ctx = ModelContext(self.problem, train_idx, meta_idx, w_sum_rest)
+        ctx = ModelContext(self.problem, train_idx, meta_idx, w_sum_rest, self.memory)
         with pyro.validation_enabled(False):  # a non-finite step is the divergence guard's to reject
             tr = poutine.trace(poutine.condition(self.model, data=data)).get_trace(ctx, **self.hyper)
         tr.compute_log_prob()
@@ -204,6 +230,8 @@ class TracePotential:
         stats = {"log_joint": torch.as_tensor(scaled).detach()}
         if u_leaf is None:
             g = torch.autograd.grad(scaled, leaves, allow_unused=True)
+            if self.weight_site is not None:
+                stats.update(_loss_stats(ctx, tr.nodes[self.weight_site]["value"]))
             return Gradients(self._flat(g, leaves), None, stats)
         jac_local = self.local_transform.log_abs_det_jacobian(u_leaf, w)
         scale = tr.nodes[self.local_site]["scale"]

@@ -14,14 +14,25 @@ from .baselines import BASELINES, BETA_BASELINES
 from .config import DEMO, sampler_config
 from .context import Problem
 from .data import DataSplits
+from .distributed import Communicator
 from .driver import Posterior, config_dict, fit
 from .draws import save_draws
+from .scoring import save_posterior_state
 from .errors import ConfigError
 from .metrics import accuracy, noise_auroc
 from .model_loader import load_model
 from .networks import NETWORKS
 from .outputs import check_writable, metrics_document, plot_weights_by_group, staged_directory, write_json, write_weights_csv
 from .training import predict_proba
+
+
+def _call_builder(builder, spec: dict, source: str) -> DataSplits:
+    """A data builder called with the [data] keys it takes; a key it does not take is a ConfigError."""
+    takes = set(inspect.signature(builder).parameters)
+    unused = sorted(set(spec) - takes)
+    if unused:
+        raise ConfigError(f"data.{unused[0]} is not used by data.source = {source!r} (it takes {sorted(takes)})")
+    return builder(**spec)
 
 
 def build_data(spec: dict) -> DataSplits:
@@ -31,16 +42,24 @@ def build_data(spec: dict) -> DataSplits:
         spec["noise"] = None
     source = spec.pop("source", "digits")
     if source == "digits":
-        return datasets.digits_splits(**spec)
+        return _call_builder(datasets.digits_splits, spec, source)
     if source == "mnist_4v9":
-        return datasets.mnist_4v9_splits(**spec)
+        return _call_builder(datasets.mnist_4v9_splits, spec, source)
     if source == "cifar10":
         spec.pop("test_per_class", None)
-        return datasets.cifar10_noisy_splits(**spec)
+        return _call_builder(datasets.cifar10_noisy_splits, spec, source)
     if source == "npz":
         spec.pop("test_per_class", None)
-        return datasets.mnist_like_noisy_splits(**spec)
-    raise ConfigError(f"data.source must be one of ['cifar10', 'digits', 'mnist_4v9', 'npz'], got {source!r}")
+        return _call_builder(datasets.mnist_like_noisy_splits, spec, source)
+    if source == "reviews":  # sentence embeddings of multi-domain reviews (needs the `text` extra)
+        from .data.text import REVIEWS_KEYS, reviews_splits
+
+        unsupported = sorted(set(spec) - REVIEWS_KEYS)
+        if unsupported:
+            raise ConfigError(f"data.{unsupported[0]} is not used by data.source = 'reviews' "
+                              f"(it takes {sorted(REVIEWS_KEYS)})")
+        return reviews_splits(**spec)
+    raise ConfigError(f"data.source must be one of ['cifar10', 'digits', 'mnist_4v9', 'npz', 'reviews'], got {source!r}")
 
 
 def build_network(spec: dict, data: DataSplits) -> torch.nn.Module:
@@ -68,13 +87,18 @@ def model_hyper(model, hyper: dict) -> dict:
 
 def run_scenario(config: dict, out: str | Path | None = None, *, seed: int | None = None, device: str | None = None,
                  chains: int | None = None, progress: bool = True, echo=print, resume: bool = False,
-                 checkpoint_every: int | None = None) -> dict[str, Any]:
+                 checkpoint_every: int | None = None, comm: Communicator | None = None) -> dict[str, Any] | None:
     """Run BADS and the configured baselines; write the run's files to `out` (staged); return metrics.json.
 
     With `out`, the sampler checkpoints to `<out>.checkpoint.pt` (every `checkpoint_every` steps) and
     `resume=True` continues an interrupted run from there; both side files go when the run completes.
+    Under torchrun every rank samples its shard; rank 0 alone runs the baselines, writes the files and
+    returns the metrics (the other ranks return None).
     """
-    if out is not None:
+    comm = comm or Communicator()
+    if not comm.main:
+        echo = lambda *a, **k: None  # noqa: E731 - rank 0 speaks for the run
+    if out is not None and comm.main:
         check_writable(out)
     seed = config["data"].get("seed", 0) if seed is None else seed
     data_spec = {**config["data"], "seed": seed}
@@ -83,14 +107,20 @@ def run_scenario(config: dict, out: str | Path | None = None, *, seed: int | Non
     sampler = sampler_config(config, seed=seed, device=device, chains=chains, progress=progress,
                              checkpoint_every=checkpoint_every)
     side = {} if out is None else {"checkpoint": Path(f"{out}.checkpoint.pt"), "spill_path": Path(f"{out}.spill.nc")}
-    if out is not None and not resume:
-        for path in side.values():
+    own_files = list(side.values()) if comm.main else [Path(f"{out}.checkpoint.pt.rank{comm.rank}")] * (out is not None)
+    if not resume:
+        for path in own_files:
             path.unlink(missing_ok=True)
     torch.manual_seed(seed)
     problem = Problem(build_network(config["network"], data), data.x_train, data.y_train, data.x_meta, data.y_meta)
     echo(f"[{config['name']}] N_t={data.n_train} N_m={data.n_meta} N_test={data.n_test} "
          f"kernel={sampler.kernel} chains={sampler.chains} steps/chain={sampler.warmup + sampler.samples * sampler.thin}")
-    posterior = fit(model, problem, model_hyper(model, config["model"]["hyper"]), sampler, resume=resume, **side)
+    posterior = fit(model, problem, model_hyper(model, config["model"]["hyper"]), sampler, resume=resume,
+                    comm=comm, **side)
+    if posterior is None:  # a rank other than 0: its shard is done
+        for path in own_files:
+            path.unlink(missing_ok=True)
+        return None
     methods = {"bads": _bads_metrics(posterior, data)}
     total_steps = sampler.warmup + sampler.samples * sampler.thin
     for name, settings in config["baselines"].items():
@@ -119,6 +149,8 @@ def run_scenario(config: dict, out: str | Path | None = None, *, seed: int | Non
             write_json(stage / "metrics.json", document)
             write_weights_csv(stage / "weights.csv", summary, data.y_train.numpy(), clean)
             save_draws(_draws_with_labels(posterior, data), stage / "draws.nc")
+            save_posterior_state(stage / "posterior.pt", posterior, config, tuple(data.x_train.shape[1:]),
+                                 data.num_classes)
             plot_weights_by_group(stage / "weights_by_group.png", summary["mean"], data.y_train.numpy(), clean,
                                   title=f"{document['scenario']}: posterior mean weights")
             from .report import write_run_report  # report.html from the staged files; failures only warn
@@ -127,7 +159,7 @@ def run_scenario(config: dict, out: str | Path | None = None, *, seed: int | Non
         posterior.draws.close()
         for path in side.values():
             path.unlink(missing_ok=True)
-        echo(f"wrote {out}/metrics.json, weights.csv, draws.nc, weights_by_group.png, report.html")
+        echo(f"wrote {out}/metrics.json, weights.csv, draws.nc, posterior.pt, weights_by_group.png, report.html")
     return document
 
 
