@@ -52,6 +52,7 @@ class SamplerConfig:
     check_every: int = 50
     max_rejections: int = 20
     checkpoint_every: int = 0
+    table_device: str | None = None  # where the weight table lives ("cpu": pinned host memory beside a GPU network)
     shards: int = 1  # training-set shards: the torchrun world size, or K in one process to reproduce a K-rank run
 
     def validate(self, problem: Problem) -> "SamplerConfig":
@@ -81,6 +82,11 @@ class SamplerConfig:
         for ok, message in checks:
             if not ok:
                 raise ConfigError(message)
+        if self.table_device is not None:
+            try:
+                torch.device(self.table_device)
+            except (RuntimeError, TypeError) as exc:
+                raise ConfigError(f"table_device must be a torch device such as 'cpu', got {self.table_device!r}") from exc
         return self
 
 
@@ -144,6 +150,8 @@ def fit(model: Callable, problem: Problem, hyper: dict | None = None, config: Sa
         config = SamplerConfig(**{**asdict(config), "shards": comm.world})
     config = (config or SamplerConfig()).validate(problem)
     device = torch.device(config.device)
+    table_device = torch.device(config.table_device) if config.table_device else device
+    host_table = table_device != device  # only the batch's rows cross to the compute device
     layout = ShardLayout(problem.n_train, config.shards)
     owned = [comm.rank] if comm.world > 1 else list(range(config.shards))
     problem = problem.to(device)
@@ -181,14 +189,18 @@ def fit(model: Callable, problem: Problem, hyper: dict | None = None, config: Sa
         algorithm = ALGORITHMS[config.kernel](potential, config.step_size, temperature=config.temperature,
                                               local_step_size=config.local_step_size, generator=gen,
                                               **sharding, **config.kernel_kwargs)
+        # batch indices are drawn where the table lives (a host table gets its own host generator)
+        batch_gen = torch.Generator().manual_seed(config.seed * 1000 + chain + 7) if host_table else gen
         if config.shards == 1:
-            train_batches = MinibatchSampler(n, config.batch_size, gen, device)
+            train_batches = MinibatchSampler(n, config.batch_size, batch_gen, table_device)
         else:
             train_batches = ShardedSampler(layout, config.batch_size // config.shards, config.seed * 1000 + chain,
-                                           owned, device)
+                                           owned, table_device)
         meta_batches = SlicedSampler(MinibatchSampler(problem.n_meta, config.meta_batch_size or config.batch_size,
                                                       gen, device), comm.rank, comm.world)
-        table = torch.full((n,), init_u, device=device) if has_table else None
+        table = torch.full((n,), init_u, device=table_device) if has_table else None
+        if table is not None and host_table and device.type == "cuda":
+            table = table.pin_memory()
         state = algorithm.init(potential.init_theta(gen), table)
         potential.memory.clear()  # the model's running averages start afresh with each chain
         t0, draw, scale, seen_rejected = 0, 0, 1.0, 0
@@ -197,6 +209,8 @@ def fit(model: Callable, problem: Problem, hyper: dict | None = None, config: Sa
             train_batches.load_state_dict(resumed["train_batches"])
             meta_batches.load_state_dict(resumed["meta_batches"])
             gen.set_state(resumed["generator"])
+            if host_table:
+                batch_gen.set_state(resumed["batch_generator"])
             potential.memory.update(resumed.get("memory", {}))
             t0, draw, scale, seen_rejected = resumed["t"], resumed["draw"], resumed["scale"], resumed["seen_rejected"]
 
@@ -206,7 +220,7 @@ def fit(model: Callable, problem: Problem, hyper: dict | None = None, config: Sa
                 "seen_rejected": seen_rejected, "state": state_to_payload(state),
                 "train_batches": train_batches.state_dict(), "meta_batches": meta_batches.state_dict(),
                 "generator": gen.get_state(), "store": store.state_dict() if store else None,
-                "memory": potential.memory,
+                "memory": potential.memory, "batch_generator": batch_gen.get_state(),
                 "finals": [f.cpu() for f in finals], "snapshots": [x.cpu() for x in snapshots]})
 
         bar = tqdm(total=total_steps, initial=t0, desc=f"chain {chain + 1}/{config.chains}",

@@ -95,6 +95,12 @@ def test_bad_sharding_is_refused(change, message):
         fit(model, _problem(), {"beta": 0.6}, config)
 
 
+def test_table_device_must_be_a_device():
+    config = SamplerConfig(**{**_config("psgld", 1).__dict__, "table_device": "floppy"})
+    with pytest.raises(ConfigError, match="table_device must be a torch device such as 'cpu', got 'floppy'"):
+        fit(model, _problem(), {"beta": 0.6}, config)
+
+
 def test_more_shards_than_examples_is_refused():
     with pytest.raises(ConfigError, match="more than the 3 training examples"):
         ShardLayout(3, 4)

@@ -155,9 +155,13 @@ def blocked_langevin(potential: TracePotential, rule: UpdateRule, step_size, tem
     def init(theta: torch.Tensor, table: torch.Tensor | None = None) -> SGMCMCState:
         theta = theta.detach().clone()
         if has_table:
+            pinned = table.is_pinned()
             table = table.detach().clone().clamp_(-U_CLAMP, U_CLAMP)
-            w_sum = potential.weights(table).double().sum()
+            w_sum = potential.weights(table).double().sum().to(theta.device)
             table_aux = local_rule.init(table)
+            if pinned:  # a host table beside a GPU network: pinned, so its rows move asynchronously
+                table = table.pin_memory()
+                table_aux = {k: v.pin_memory() for k, v in table_aux.items()}
         else:
             table, w_sum, table_aux = None, torch.zeros((), dtype=torch.float64, device=theta.device), {}
         zero = torch.zeros((), dtype=torch.long, device=theta.device)
@@ -167,8 +171,11 @@ def blocked_langevin(potential: TracePotential, rule: UpdateRule, step_size, tem
     def step(state: SGMCMCState, batch: Batch, scale: float = 1.0) -> SGMCMCState:
         train_idx, meta_idx = batch
         t = state.step
+        host_idx = None
+        if has_table and state.table.device != state.theta.device:  # a host table: move the batch's rows only
+            host_idx, train_idx = train_idx, train_idx.to(state.theta.device, non_blocking=True)
         if has_table:
-            u = state.table[train_idx]
+            u = state.table[train_idx if host_idx is None else host_idx].to(state.theta.device, non_blocking=True)
             local_rest = state.w_sum - potential.weights(u).double().sum()
             rest = local_rest + (comm.sum(state.w_sum) - state.w_sum) if distributed else local_rest
         else:
@@ -188,15 +195,16 @@ def blocked_langevin(potential: TracePotential, rule: UpdateRule, step_size, tem
         else:
             rule.apply(state.theta, g_theta, state.theta_aux, eps_t, temperature, theta_noise)
         if has_table:
-            rows = {k: v[train_idx] for k, v in state.table_aux.items()}
+            at = train_idx if host_idx is None else host_idx
+            rows = {k: v[at].to(u.device, non_blocking=True) for k, v in state.table_aux.items()}
             if guard:
                 local_rule.apply_guarded(u, g_local, rows, eps_u, temperature, local_noise, ok)
             else:
                 local_rule.apply(u, g_local, rows, eps_u, temperature, local_noise)
             u.clamp_(-U_CLAMP, U_CLAMP)
-            state.table[train_idx] = u
+            state.table[at] = u.to(state.table.device)
             for k, v in rows.items():
-                state.table_aux[k][train_idx] = v
+                state.table_aux[k][at] = v.to(state.table.device)
             state.w_sum = local_rest + potential.weights(u).double().sum()
         if guard:
             bad = (~ok).long()
@@ -213,7 +221,7 @@ def blocked_langevin(potential: TracePotential, rule: UpdateRule, step_size, tem
 def resync_w_sum(potential: TracePotential, state: SGMCMCState) -> None:
     """Recompute sum_i w_i exactly (O(N_t)); the driver does it when it records a draw."""
     if state.table is not None:
-        state.w_sum = potential.weights(state.table).double().sum()
+        state.w_sum = potential.weights(state.table).double().sum().to(state.theta.device)
 
 
 class SGMCMCKernel(MCMCKernel):
