@@ -48,6 +48,9 @@ def test_run_config(tmp_path):
     (SMALL.replace("noise_rate = 0.3", "noise_rate = 1.3"), "noise_rate"),
     (SMALL.replace("noise_rate = 0.3", 'noise_rate = "high"'), "noise_rate"),
     ("this is [not toml", "TOML"),
+    (SMALL.replace("noise_rate = 0.3", "noise_rate = 0.3\nn_train = 100"), "data.n_train is not used by data.source = 'digits'"),
+    (SMALL.replace("[sampler]", "[sampler]\nshards = 3"),
+     "multiple of shards"),
 ])
 def test_bad_config_exits_2_and_leaves_nothing(tmp_path, capsys, text, needle):
     cfg = tmp_path / "bad.toml"
