@@ -1,0 +1,100 @@
+"""Per-source weight tables and the selected subset as JSONL (the paper's table 4 for instruction data).
+
+Functional core: arrays in, rows out. `source_weight_table(sources, mean_w, selected)` gives one row
+per source (n, mean weight, sd across the source's examples, fraction selected), highest mean first;
+`markdown_table` prints it; `write_selected_jsonl` writes the kept examples atomically.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from ..errors import ConfigError, DataError
+from .instructions import InstructionExample
+
+
+def _vector(name: str, values, n: int | None = None, dtype=np.float64) -> np.ndarray:
+    a = np.asarray(values, dtype=dtype)
+    if a.ndim != 1:
+        raise DataError(f"{name} must be one value per example, got shape {a.shape}")
+    if n is not None and len(a) != n:
+        raise DataError(f"{name} has {len(a)} entries but there are {n} examples")
+    return a
+
+
+def source_weight_table(sources: Sequence[str], mean_weights, selected=None) -> list[dict]:
+    """One row per source: {source, n, mean_weight, sd_weight, fraction_selected}, sorted by mean weight
+    (descending, ties by name). `sd_weight` is the sd of the posterior-mean weights across the source's
+    examples (ddof=1; NaN for a single example); `fraction_selected` is None without a selection."""
+    src = np.asarray(sources, dtype=object)
+    if src.ndim != 1 or len(src) == 0:
+        raise DataError(f"sources must be a non-empty list of names, got shape {src.shape}")
+    w = _vector("mean_weights", mean_weights, len(src))
+    if not np.isfinite(w).all():
+        raise DataError(f"mean_weights has {int((~np.isfinite(w)).sum())} non-finite values")
+    keep = None if selected is None else _vector("selected", selected, len(src), dtype=bool)
+    rows = []
+    for name in sorted(set(src.tolist())):
+        mask = src == name
+        ws = w[mask]
+        rows.append({"source": str(name), "n": int(mask.sum()), "mean_weight": float(ws.mean()),
+                     "sd_weight": float(ws.std(ddof=1)) if len(ws) > 1 else float("nan"),
+                     "fraction_selected": None if keep is None else float(keep[mask].mean())})
+    rows.sort(key=lambda r: (-r["mean_weight"], r["source"]))
+    return rows
+
+
+def markdown_table(rows: Sequence[dict], digits: int = 3) -> str:
+    """The per-source table as GitHub markdown."""
+    def fmt(v):
+        if v is None:
+            return "-"
+        if isinstance(v, float):
+            return "nan" if math.isnan(v) else f"{v:.{digits}f}"
+        return str(v)
+
+    header = "| source | n | mean weight | sd | fraction selected |\n|---|---:|---:|---:|---:|"
+    body = [f"| {r['source']} | {r['n']} | {fmt(r['mean_weight'])} | {fmt(r['sd_weight'])} | "
+            f"{fmt(r['fraction_selected'])} |" for r in rows]
+    return "\n".join([header, *body])
+
+
+def write_jsonl_atomic(path: str | os.PathLike, records: Sequence[dict]) -> Path:
+    """Write records as JSONL to a temporary file beside `path`, then rename it into place."""
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as exc:
+        raise ConfigError(f"output file {str(path)!r} cannot be written: {exc.strerror or exc}") from exc
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            for record in records:
+                handle.write(json.dumps(record, ensure_ascii=False) + "\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def write_selected_jsonl(path: str | os.PathLike, examples: Sequence[InstructionExample], selected,
+                         mean_weights=None) -> Path:
+    """The selected examples as JSONL (their original fields, plus `weight` when mean weights are given)."""
+    keep = _vector("selected", selected, len(examples), dtype=bool)
+    w = None if mean_weights is None else _vector("mean_weights", mean_weights, len(examples))
+    records = []
+    for i in np.flatnonzero(keep):
+        record = examples[i].record()
+        if w is not None:
+            record["weight"] = round(float(w[i]), 6)
+        records.append(record)
+    return write_jsonl_atomic(path, records)
