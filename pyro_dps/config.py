@@ -12,7 +12,10 @@ from .errors import ConfigError
 
 DATA_KEYS = {"source": str, "path": str, "seed": int, "noise": (str, type(None)), "noise_rate": float,
              "meta_per_class": int, "test_per_class": int, "imbalance_factor": (float, type(None)),
-             "n_train": int, "n_test": int}
+             "n_train": int, "n_test": int,
+             # data.source = "reviews" (pyro_dps.data.text.reviews_splits)
+             "target_domain": str, "in_domain_train": int, "cache": str, "max_length": int,
+             "features": str}
 NETWORK_KEYS = {"kind": str, "hidden": list, "depth": int, "width": int}
 BASELINE_KEYS = {"steps": (int, type(None)), "lr": float, "optimizer": str, "batch_size": int, "weight_decay": float}
 SAMPLER_KEYS = {f.name for f in fields(SamplerConfig)}

@@ -52,13 +52,7 @@ def build_data(spec: dict) -> DataSplits:
         spec.pop("test_per_class", None)
         return _call_builder(datasets.mnist_like_noisy_splits, spec, source)
     if source == "reviews":  # sentence embeddings of multi-domain reviews (needs the `text` extra)
-        from .data.text import REVIEWS_KEYS, reviews_splits
-
-        unsupported = sorted(set(spec) - REVIEWS_KEYS)
-        if unsupported:
-            raise ConfigError(f"data.{unsupported[0]} is not used by data.source = 'reviews' "
-                              f"(it takes {sorted(REVIEWS_KEYS)})")
-        return reviews_splits(**spec)
+        return _call_builder(datasets.reviews_splits, spec, source)
     raise ConfigError(f"data.source must be one of ['cifar10', 'digits', 'mnist_4v9', 'npz', 'reviews'], got {source!r}")
 
 

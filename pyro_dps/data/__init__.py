@@ -24,12 +24,14 @@ from pyro_dps.data.loaders import (
     load_npz,
 )
 from pyro_dps.data.splits import DataSplits, from_arrays, from_datasets
+from pyro_dps.data.text import REVIEW_DOMAINS, load_reviews, mean_weight_by_domain, reviews_splits
 
 __all__ = [
     "CIFAR10_ASYMMETRIC",
     "CIFAR10_CLASS_NAMES",
     "DATA_ENV_VAR",
     "MNIST_ASYMMETRIC",
+    "REVIEW_DOMAINS",
     "DataSplits",
     "asymmetric_noise",
     "binary_imbalance",
@@ -46,9 +48,12 @@ __all__ = [
     "load_mnist",
     "load_mnist_idx",
     "load_npz",
+    "load_reviews",
     "long_tail",
     "long_tail_counts",
+    "mean_weight_by_domain",
     "mnist_4v9_splits",
     "mnist_like_noisy_splits",
+    "reviews_splits",
     "symmetric_noise",
 ]
