@@ -18,6 +18,35 @@ import numpy as np
 from .errors import ConfigError
 
 
+def write_atomic(path: str | os.PathLike, write, binary: bool = False, error: type = ConfigError) -> Path:
+    """Call `write(handle)` on a temporary file beside `path`, then rename it over `path`.
+
+    A failure leaves no partial file behind; a file that cannot be created raises `error` naming it.
+    The file gets the permissions of a normally created one (mkstemp's are private).
+    """
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as exc:
+        raise error(f"{str(path)!r} cannot be written: {exc.strerror or exc}") from exc
+    try:
+        with os.fdopen(fd, "wb" if binary else "w", **({} if binary else {"encoding": "utf-8"})) as handle:
+            write(handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
+        os.replace(tmp, path)
+    except BaseException as exc:
+        Path(tmp).unlink(missing_ok=True)
+        if isinstance(exc, OSError):
+            raise error(f"{str(path)!r} cannot be written: {exc.strerror or exc}") from exc
+        raise
+    return path
+
+
 def check_writable(out: str | os.PathLike) -> Path:
     """Fail early, with the path named, when the output directory's parent cannot be created or written."""
     out = Path(out)

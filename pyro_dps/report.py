@@ -17,7 +17,6 @@ import io
 import json
 import os
 import struct
-import tempfile
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +27,7 @@ import numpy as np
 from .arviz_data import ARVIZ_VERSION, RunDirError, arviz_line, example_groups, load_run, to_arviz, weight_draws
 from .diagnostics import Thresholds, diagnose, overall, plot_diagnostic_histograms, plot_rank, plot_trace, \
     plot_weights_by_group, summary, worst_examples
+from .outputs import write_atomic
 from .errors import DPSError
 from .selection import beta_budget, chain_jaccard, credible_interval, jaccard, mean_offdiagonal, probability_rule, \
     select_budget, select_by_probability, selection_table, top_beta_rule, uncertain
@@ -421,21 +421,7 @@ def write_report(run_dir: str | os.PathLike, out: str | os.PathLike | None = Non
     run_dir = Path(run_dir)
     out = run_dir / "report.html" if out is None else Path(out)
     text = build_report(run_dir, run_label)
-    try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
-    except OSError as exc:
-        raise ReportError(f"report {str(out)!r} cannot be written: {exc.strerror or exc}") from exc
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, out)
-    except BaseException as exc:
-        Path(tmp).unlink(missing_ok=True)
-        if isinstance(exc, OSError):
-            raise ReportError(f"report {str(out)!r} cannot be written: {exc.strerror or exc}") from exc
-        raise
+    write_atomic(out, lambda fh: fh.write(text), error=ReportError)
     return out
 
 

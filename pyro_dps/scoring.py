@@ -9,7 +9,6 @@ per-example table has nothing to say about an example it never saw.
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +17,7 @@ import torch
 from .context import Problem
 from .errors import ConfigError, DataError
 from .model_loader import load_model
+from .outputs import write_atomic
 from .potential import TracePotential
 
 STATE_FILE = "posterior.pt"
@@ -100,18 +100,12 @@ def write_scores(path: str | os.PathLike, scores: dict[str, np.ndarray], labels:
     if not path.parent.exists():
         raise ConfigError(f"cannot write {str(path)!r}: directory {str(path.parent)!r} does not exist")
     cols = ["mean", "sd"] + [k for k in scores if k.startswith("q")]
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as fh:
-            fh.write(",".join(["index", "label"] + cols) + "\n")
-            for i in range(len(scores["mean"])):
-                label = "" if labels is None else int(labels[i])
-                fh.write(",".join([str(i), str(label)] + [f"{scores[c][i]:.6f}" for c in cols]) + "\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    def write(fh):
+        fh.write(",".join(["index", "label"] + cols) + "\n")
+        for i in range(len(scores["mean"])):
+            label = "" if labels is None else int(labels[i])
+            fh.write(",".join([str(i), str(label)] + [f"{scores[c][i]:.6f}" for c in cols]) + "\n")
+    return write_atomic(path, write)
 
 
 class _ShapeOnly:

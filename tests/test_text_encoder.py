@@ -262,6 +262,6 @@ def test_failed_cache_write_keeps_the_old_cache(encoder, tmp_path, monkeypatch):
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(np, "savez", disk_full)
-    with pytest.raises(OSError, match="No space left"):
+    with pytest.raises(DataError, match="emb.npz.* cannot be written: No space left"):
         embed_texts(["a new text"], cache=cache, encoder=encoder)
     assert cache.read_bytes() == before and sorted(p.name for p in tmp_path.iterdir()) == ["emb.npz"]

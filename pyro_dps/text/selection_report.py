@@ -9,13 +9,13 @@ from __future__ import annotations
 import json
 import math
 import os
-import tempfile
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 
-from ..errors import ConfigError, DataError
+from ..outputs import write_atomic
+from ..errors import DataError
 from .instructions import InstructionExample
 
 
@@ -67,23 +67,10 @@ def markdown_table(rows: Sequence[dict], digits: int = 3) -> str:
 
 def write_jsonl_atomic(path: str | os.PathLike, records: Sequence[dict]) -> Path:
     """Write records as JSONL to a temporary file beside `path`, then rename it into place."""
-    path = Path(path)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    except OSError as exc:
-        raise ConfigError(f"output file {str(path)!r} cannot be written: {exc.strerror or exc}") from exc
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            for record in records:
-                handle.write(json.dumps(record, ensure_ascii=False) + "\n")
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    def write(handle):
+        for record in records:
+            handle.write(json.dumps(record, ensure_ascii=False) + "\n")
+    return write_atomic(path, write)
 
 
 def write_selected_jsonl(path: str | os.PathLike, examples: Sequence[InstructionExample], selected,
