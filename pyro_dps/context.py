@@ -150,7 +150,8 @@ class ModelContext:
     sparsity prior on `sum_i w_i` costs O(batch) per step.
     """
 
-    __slots__ = ("problem", "train_idx", "meta_idx", "w_sum_rest", "memory", "_losses", "_features")
+    __slots__ = ("problem", "train_idx", "meta_idx", "w_sum_rest", "memory", "used_label_sums", "_losses",
+                 "_features")
 
     def __init__(self, problem: Problem, train_idx: torch.Tensor, meta_idx: torch.Tensor,
                  w_sum_rest: torch.Tensor | float = 0.0, memory: dict | None = None):
@@ -159,6 +160,7 @@ class ModelContext:
         self.meta_idx = meta_idx
         self.w_sum_rest = w_sum_rest
         self.memory = memory  # kept across a chain's steps (running averages); None in probe evaluations
+        self.used_label_sums = False  # set when the model asks for per-class sums (the kernel then keeps them)
         self._losses = None
         self._features = None
 
@@ -197,6 +199,15 @@ class ModelContext:
     def train_labels(self) -> torch.Tensor:
         """The batch's training labels."""
         return self.problem.y_train[self.train_idx]
+
+    def w_sum_by_label(self, w_batch: torch.Tensor) -> torch.Tensor:
+        """Per-class sums of w over all of D_t (length `n_outputs`): the batch's weights added by label to the
+        kernel's kept per-class sums of the rest; a model that calls this gets per-class sums kept for it."""
+        self.used_label_sums = True
+        k = self.problem.n_outputs
+        rest = self.w_sum_rest if torch.is_tensor(self.w_sum_rest) and self.w_sum_rest.dim() == 1 \
+            else torch.zeros(k, dtype=torch.float64, device=w_batch.device)
+        return rest.index_add(0, self.train_labels(), w_batch.to(rest.dtype)).to(w_batch.dtype)
 
     def running_mean(self, name: str, value: torch.Tensor, window: int) -> torch.Tensor:
         """Mean of `value` and its detached values at the chain's last `window - 1` steps (paper eq. 9).

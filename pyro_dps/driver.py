@@ -283,7 +283,7 @@ def _initial_u(potential: TracePotential) -> float:
 def _progress(state, comm: Communicator, n_total: int) -> dict[str, str]:
     out = {k: f"{v:.3g}" for k, v in summarize_stats(state.stats).items() if k in ("train_loss", "meta_loss")}
     if state.table is not None:
-        out["w_mean"] = f"{float(comm.sum(state.w_sum)) / n_total:.3f}"
+        out["w_mean"] = f"{float(comm.sum(state.w_sum).sum()) / n_total:.3f}"
     elif "w" in state.stats:  # a weight network: the batch's mean weight
         out["w_mean"] = f"{float(state.stats['w'].mean()):.3f}"
     return out

@@ -86,6 +86,8 @@ class TracePotential:
         self.problem = problem
         self.hyper = _bind_hyper(model, hyper or {})
         self.reference = self._reference_trace()
+        # labels to keep per-class weight sums by (a model that uses ctx.w_sum_by_label), else None
+        self.sum_groups = problem.y_train if self._probe_ctx.used_label_sums else None
         self.globals: list[GlobalSite] = []
         self.local_site: str | None = None
         self.weight_site: str | None = None  # a deterministic per-example weight (weight-network models)
@@ -117,7 +119,7 @@ class TracePotential:
         p = self.problem
         idx = torch.arange(min(2, p.n_train), device=p.device)
         jdx = torch.arange(min(2, p.n_meta), device=p.device)
-        ctx = ModelContext(p, idx, jdx, torch.zeros((), dtype=torch.float64, device=p.device))
+        ctx = self._probe_ctx = ModelContext(p, idx, jdx, torch.zeros((), dtype=torch.float64, device=p.device))
         try:
             with torch.no_grad():
                 return poutine.trace(self.model).get_trace(ctx, **self.hyper)
@@ -319,6 +321,8 @@ class FusedPotential(TracePotential):
             return f"sites {sorted(names - theta_sites)} differ from {sorted(self.EXPECTED)}"
         if self.local_site != "w":
             return "no per-example site 'w' in the 'train' plate"
+        if self.sum_groups is not None:
+            return "the model keeps per-class weight sums"
         for name in theta_sites:
             fn = nodes[name]["fn"]
             while isinstance(fn, torch.distributions.Independent):
@@ -427,7 +431,7 @@ def check_agreement(a: TracePotential, b: TracePotential, theta: torch.Tensor, t
                     temperature: float = 0.5) -> str:
     """Empty string when both potentials give the same gradients at this state and batch, else what differs."""
     w_all = a.weights(table).double()
-    rest = w_all.sum() - w_all[train_idx].sum()
+    rest = w_all.sum() - w_all[train_idx].sum()  # (the fused path has no per-class sums)
     ga = a.grads(theta, table[train_idx], train_idx, meta_idx, rest, temperature)
     gb = b.grads(theta, table[train_idx], train_idx, meta_idx, rest, temperature)
     for name, x, y in (("theta", ga.theta, gb.theta), ("w", ga.local, gb.local)):

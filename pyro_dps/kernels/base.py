@@ -77,6 +77,16 @@ class UpdateRule(ABC):
             v.copy_(torch.where(ok, v, kept[k]))
 
 
+def weight_sum(potential, w: torch.Tensor, rows: torch.Tensor | None = None) -> torch.Tensor:
+    """sum of the weights w (of training rows `rows`, all rows when None) in float64: a scalar, or per class
+    when the model keeps per-class sums (`potential.sum_groups`)."""
+    if potential.sum_groups is None:
+        return w.double().sum()
+    groups = potential.sum_groups if rows is None else potential.sum_groups[rows]
+    return torch.zeros(potential.problem.n_outputs, dtype=torch.float64, device=w.device).index_add_(
+        0, groups.to(w.device), w.double())
+
+
 def noise_like(x: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
     """Standard normal noise drawn on x's device from the chain's generator."""
     return torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
@@ -157,7 +167,7 @@ def blocked_langevin(potential: TracePotential, rule: UpdateRule, step_size, tem
         if has_table:
             pinned = table.is_pinned()
             table = table.detach().clone().clamp_(-U_CLAMP, U_CLAMP)
-            w_sum = potential.weights(table).double().sum().to(theta.device)
+            w_sum = weight_sum(potential, potential.weights(table)).to(theta.device)
             table_aux = local_rule.init(table)
             if pinned:  # a host table beside a GPU network: pinned, so its rows move asynchronously
                 table = table.pin_memory()
@@ -176,7 +186,7 @@ def blocked_langevin(potential: TracePotential, rule: UpdateRule, step_size, tem
             host_idx, train_idx = train_idx, train_idx.to(state.theta.device, non_blocking=True)
         if has_table:
             u = state.table[train_idx if host_idx is None else host_idx].to(state.theta.device, non_blocking=True)
-            local_rest = state.w_sum - potential.weights(u).double().sum()
+            local_rest = state.w_sum - weight_sum(potential, potential.weights(u), train_idx)
             rest = local_rest + (comm.sum(state.w_sum) - state.w_sum) if distributed else local_rest
         else:
             u, rest = None, state.w_sum
@@ -205,7 +215,7 @@ def blocked_langevin(potential: TracePotential, rule: UpdateRule, step_size, tem
             state.table[at] = u.to(state.table.device)
             for k, v in rows.items():
                 state.table_aux[k][at] = v.to(state.table.device)
-            state.w_sum = local_rest + potential.weights(u).double().sum()
+            state.w_sum = local_rest + weight_sum(potential, potential.weights(u), train_idx)
         if guard:
             bad = (~ok).long()
             state.rejected += bad
@@ -221,7 +231,7 @@ def blocked_langevin(potential: TracePotential, rule: UpdateRule, step_size, tem
 def resync_w_sum(potential: TracePotential, state: SGMCMCState) -> None:
     """Recompute sum_i w_i exactly (O(N_t)); the driver does it when it records a draw."""
     if state.table is not None:
-        state.w_sum = potential.weights(state.table).double().sum().to(state.theta.device)
+        state.w_sum = weight_sum(potential, potential.weights(state.table)).to(state.theta.device)
 
 
 class SGMCMCKernel(MCMCKernel):
@@ -299,12 +309,12 @@ class SGMCMCKernel(MCMCKernel):
         parts = [f"step={s.step}"]
         parts += [f"{k}={v:.4g}" for k, v in summarize_stats(s.stats).items()]
         if s.table is not None:
-            parts.append(f"w_mean={float(s.w_sum) / self.problem.n_train:.3f}")
+            parts.append(f"w_mean={float(s.w_sum.sum()) / self.problem.n_train:.3f}")
         return " ".join(parts)
 
     def diagnostics(self) -> dict[str, Any]:
         s = self._state
         out = {"steps": s.step, "potential": self.potential.kind}
         if s.table is not None:
-            out["w_mean"] = float(s.w_sum) / self.problem.n_train
+            out["w_mean"] = float(s.w_sum.sum()) / self.problem.n_train
         return out
