@@ -240,3 +240,35 @@ def test_padding_trim_changes_nothing_on_real_positions(workdir):
     real = enc.targets != IGNORE_INDEX
     torch.testing.assert_close(trimmed[real], full[real], rtol=1e-4, atol=1e-5)
     torch.testing.assert_close(sequence_nll(trimmed, enc.targets), sequence_nll(full, enc.targets))
+
+
+def test_weight_network_reads_the_pooled_sequence_embedding(workdir):
+    """`Problem.forward_features` on a language model gives the masked mean of HF's last hidden states (or
+    the end token's state), and the weight-network model runs on it: one weight in (0, 1) per example."""
+    from pyro_dps.models import weight_net
+    from pyro_dps.potential import TracePotential
+
+    net, tok = load_causal_lm(workdir / "model")
+    examples = read_jsonl(workdir / "train.jsonl")[:12]
+    enc = encode(examples, tok, max_length=32)
+    problem = Problem(net, enc.input_ids[:8], enc.targets[:8], enc.input_ids[8:], enc.targets[8:], loss=sequence_nll)
+    params = dict(net.named_parameters())
+    with torch.no_grad():
+        _, feats = problem.forward_features(params, enc.input_ids[:8])
+        lm = net.to_hf()
+        for i in range(8):
+            n = int(enc.lengths[i])
+            hidden = lm(enc.input_ids[i:i + 1, :n], output_hidden_states=True).hidden_states[-1][0]
+            torch.testing.assert_close(feats[i], hidden.mean(0), rtol=1e-4, atol=1e-5)
+        net.pooling = "last"
+        _, last = problem.forward_features(params, enc.input_ids[:1])
+        n = int(enc.lengths[0])
+        torch.testing.assert_close(last[0], lm(enc.input_ids[:1, :n], output_hidden_states=True).hidden_states[-1][0, -1],
+                                   rtol=1e-4, atol=1e-5)
+    net.pooling = "mean"
+    potential = TracePotential(weight_net.model, problem, {"label_mode": "none", "beta": 0.5})
+    theta = potential.init_theta(torch.Generator().manual_seed(0))
+    grads = potential.grads(theta, None, torch.arange(4), torch.arange(2), torch.zeros((), dtype=torch.float64))
+    assert torch.isfinite(grads.theta).all() and grads.theta.abs().sum() > 0
+    w = potential.network_weights(theta)
+    assert w.shape == (8,) and bool(((w > 0) & (w < 1)).all())

@@ -40,12 +40,19 @@ class CausalLMLogits(nn.Module):
     `init_from_module = True` makes every BADS chain start at the loaded weights (a pretrained model
     is the point of fine-tuning) instead of a fresh random draw. `trim_padding` runs CPU batches only up
     to their longest row (the output keeps the input's width, zero logits on the trimmed columns).
+    The sequence embedding a weight network reads (`Problem.forward_features`) is the input of
+    `features_module`: the mean of the last hidden states over the non-padding tokens (`pooling="mean"`)
+    or the last non-padding token's state (`pooling="last"`, the end-of-sequence token).
     """
 
     init_from_module = True
 
-    def __init__(self, lm: nn.Module, pad_id: int, trim_padding: bool = True):
+    def __init__(self, lm: nn.Module, pad_id: int, trim_padding: bool = True, pooling: str = "mean"):
         super().__init__()
+        if pooling not in ("mean", "last"):
+            raise ConfigError(f"pooling must be 'mean' or 'last', got {pooling!r}")
+        self.pooling = pooling
+        self.features_module = nn.Identity()  # sees the pooled sequence embedding (a hook point, no parameters)
         body = getattr(lm, "base_model", None)
         if body is None or body is lm:
             raise ConfigError(f"{type(lm).__name__} has no separate base model to take hidden states from")
@@ -77,6 +84,12 @@ class CausalLMLogits(nn.Module):
                 logits = self.forward(input_ids[:, :used])
                 return F.pad(logits, (0, 0, 0, width - used))
         hidden = self.body(input_ids=input_ids, attention_mask=mask).last_hidden_state
+        if self.pooling == "mean":
+            pooled = (hidden * mask.unsqueeze(-1)).sum(1) / mask.sum(1, keepdim=True).clamp_min(1)
+        else:
+            last = (mask.cumsum(1).argmax(1)).clamp_min(0)
+            pooled = hidden[torch.arange(hidden.shape[0], device=hidden.device), last]
+        self.features_module(pooled)
         if self.tied:
             logits = F.linear(hidden, self.body.get_input_embeddings().weight, self.head_bias)
         else:
