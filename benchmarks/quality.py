@@ -73,12 +73,12 @@ PRESETS = {
     "full": {"seeds": [0, 1, 2], "scenarios": list(SCENARIOS),
              "steps": {"mnist4v9": 3000, "cifar10": 2000, "digits": 3000},
              "network": {}, "data": {}, "cleanlab_folds": 3},
-    # About 10 CPU-minutes at one torch thread (under 20 minutes on 2 shared cores): one seed, short runs,
+    # About 15 CPU-minutes at one torch thread (under 20 minutes on 2 shared cores): one seed, short runs,
     # one CIFAR scenario with a narrower ResNet-8 and 1,000 test images; cleanlab's folds and CDS's
     # scoring model get half the steps.
     "quick": {"seeds": [0], "scenarios": ["mnist4v9-meta5", "mnist4v9-meta10", "mnist4v9-meta25", "mnist4v9-meta50",
                                           "cifar10-sym0.5", "digits-lt20", "digits-sym0.5"],
-              "steps": {"mnist4v9": 400, "cifar10": 150, "digits": 1500},
+              "steps": {"mnist4v9": 1000, "cifar10": 150, "digits": 1500},
               "network": {"cifar10": {"width": 8}}, "data": {"cifar10": {"n_test": 1000}},
               "cleanlab_folds": 2, "aux_fraction": 0.5},
 }
