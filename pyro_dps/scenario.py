@@ -136,6 +136,7 @@ def run_scenario(config: dict, out: str | Path | None = None, *, seed: int | Non
                "mean_weight_clean": float(summary["mean"][clean].mean()) if clean is not None else float(summary["mean"].mean()),
                "mean_weight_noisy": float(summary["mean"][~clean].mean()) if clean is not None and (~clean).any() else float("nan")}
     document = metrics_document(data.name if config["name"] == "custom" else config["name"], methods, weights)
+    document["mean_weight_by_group"] = mean_weight_by_group(summary["mean"], data)
     document["config"] = {**config, "sampler": config_dict(sampler), "data": data_spec}
     echo(result_table(document))
     if out is not None:
@@ -155,6 +156,15 @@ def run_scenario(config: dict, out: str | Path | None = None, *, seed: int | Non
             path.unlink(missing_ok=True)
         echo(f"wrote {out}/metrics.json, weights.csv, draws.nc, posterior.pt, weights_by_group.png, report.html")
     return document
+
+
+def mean_weight_by_group(mean: np.ndarray, data: DataSplits) -> dict[str, dict[str, float]]:
+    """Posterior mean weight averaged within each label and each group of `data.groups` (e.g. review domains)."""
+    out = {}
+    for key, ids in {"label": data.y_train, **data.groups}.items():
+        ids = ids.cpu().numpy()
+        out[key] = {str(g): float(mean[ids == g].mean()) for g in np.unique(ids)}
+    return out
 
 
 def _bads_metrics(posterior: Posterior, data: DataSplits) -> dict:

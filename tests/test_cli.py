@@ -1,4 +1,5 @@
 """The CLI: `run CONFIG.toml`, and bad input answered on one line with exit code 2 and no output left."""
+import csv
 import json
 
 import pytest
@@ -34,6 +35,13 @@ def test_run_config(tmp_path):
     doc = json.loads((out / "metrics.json").read_text())
     assert doc["scenario"] == "tiny-digits"
     assert doc["config"]["sampler"]["kernel"] == "sgld" and doc["config"]["sampler"]["chains"] == 2
+    # per-label mean weights, consistent with weights.csv
+    rows = list(csv.DictReader((out / "weights.csv").open()))
+    by_label = doc["mean_weight_by_group"]["label"]
+    assert sorted(by_label, key=int) == [str(k) for k in range(10)]
+    for label, value in by_label.items():
+        means = [float(r["mean"]) for r in rows if r["label"] == label]
+        assert abs(value - sum(means) / len(means)) < 1e-5
 
 
 @pytest.mark.parametrize("text, needle", [
