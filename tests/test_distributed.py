@@ -58,6 +58,49 @@ def _worker(rank: int, world: int, init_file: str, out: str, kernel: str) -> Non
         dist.destroy_process_group()
 
 
+class _Crash(RuntimeError):
+    pass
+
+
+def _resume_worker(rank: int, world: int, init_file: str, out: str, ckpt: str, crash_at: int, resume: bool) -> None:
+    """One rank of a 2-process run with checkpoints every 20 steps; `crash_at` > 0 kills both ranks at that step."""
+    import pyro_dps.driver as driver
+
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
+    guard, seen = driver._guard, []
+
+    def crashing(state, chain, t, *args):
+        seen.append((chain, t))
+        if crash_at and chain == 1 and t == crash_at:
+            raise _Crash(f"rank {rank} killed at chain {chain} step {t}")
+        return guard(state, chain, t, *args)
+
+    driver._guard = crashing
+    config = SamplerConfig(**{**_config("psgld", 1).__dict__, "checkpoint_every": 20, "check_every": 10})
+    try:
+        post = fit(model, _problem(), {"beta": 0.6}, config, checkpoint=ckpt, resume=resume)
+        if rank == 0:
+            torch.save({"w": torch.as_tensor(post.draws.weights().values), "first": seen[0]}, out)
+    except _Crash:
+        pass
+    finally:
+        dist.destroy_process_group()
+
+
+def test_distributed_run_resumes_from_its_per_rank_checkpoints(tmp_path):
+    """Both ranks die in the second chain (after a checkpoint); a resumed run gives the uninterrupted draws."""
+    ckpt = str(tmp_path / "run.ckpt")
+    full, resumed = str(tmp_path / "full.pt"), str(tmp_path / "resumed.pt")
+    mp.spawn(_resume_worker, args=(2, str(tmp_path / "i1"), full, str(tmp_path / "other.ckpt"), 0, False), nprocs=2)
+    mp.spawn(_resume_worker, args=(2, str(tmp_path / "i2"), resumed, ckpt, 50, False), nprocs=2)
+    assert Path(ckpt).exists() and Path(ckpt + ".rank1").exists() and not Path(resumed).exists()
+    mp.spawn(_resume_worker, args=(2, str(tmp_path / "i3"), resumed, ckpt, 0, True), nprocs=2)
+    result = torch.load(resumed)
+    assert result["first"] == (1, 50)  # it continued from the step-40 checkpoint of chain 1, not from scratch
+    assert torch.equal(result["w"], torch.load(full)["w"])  # bit for bit: same ranks, same order
+
+
 @pytest.mark.parametrize("kernel", ["psgld", "sghmc"])
 def test_two_gloo_processes_match_one_process(tmp_path, kernel):
     out = tmp_path / "ranks.pt"
