@@ -67,8 +67,7 @@ class Problem:
                 if y.dim() != 1:
                     raise DataError(f"y_{split} must be one label per row, got shape {tuple(y.shape)}")
             try:
-                with torch.no_grad():
-                    n_out = self.net(self.x_train[:1]).shape[-1]
+                n_out = self.n_outputs  # the one probe forward pass, cached for the models that read it
             except RuntimeError:  # a model that does not use the network (e.g. a regression on its own tensors)
                 return
             labels = torch.cat([self.y_train, self.y_meta])
