@@ -74,11 +74,33 @@ def sgd_stepper(net, problem, optimizer):
     return step
 
 
-def bads_stepper(problem, kernel, device, own_batches: tuple[int, int] | None = None):
-    """A BADS step on the benchmark's batches, or (own_batches = (b, b_m)) on batches it draws itself."""
+def compiled_sgd_stepper(net, problem, lr: float = 1e-3):
+    """Plain SGD written as BADS's compiled step is (functional gradient, one torch.compile'd function):
+    the like-for-like baseline for `[sampler] compile = true`."""
+    names = [k for k, _ in net.named_parameters()]
+    shapes = [p.shape for p in net.parameters()]
+    theta = torch.cat([p.detach().reshape(-1) for p in net.parameters()])
+
+    def loss(flat, x, y):
+        params = dict(zip(names, (t.view(s) for t, s in zip(flat.split([s.numel() for s in shapes]), shapes))))
+        return F.cross_entropy(torch.func.functional_call(net, params, (x,)), y)
+
+    @torch.compile
+    def update(flat, rows):
+        flat.sub_(torch.func.grad(loss)(flat, problem.x_all[rows], problem.y_all[rows]), alpha=lr)
+
+    def step(rows_t, rows_m):
+        update(theta, torch.cat([rows_t, rows_m + problem.n_train]))
+    return step
+
+
+def bads_stepper(problem, kernel, device, own_batches: tuple[int, int] | None = None, compile: bool = False):
+    """A BADS step on the benchmark's batches, or (own_batches = (b, b_m)) on batches it draws itself;
+    `compile`: the whole step as one torch.compile'd function (`[sampler] compile = true`)."""
     potential = make_potential(model, problem, {"beta": 0.5}, "auto", torch.Generator().manual_seed(0))
     gen = torch.Generator(device=device).manual_seed(0)
-    alg = ALGORITHMS[kernel](potential, 1e-4, temperature=0.01, local_step_size=0.05, generator=gen)
+    alg = ALGORITHMS[kernel](potential, 1e-4, temperature=0.01, local_step_size=0.05, generator=gen,
+                                 compile=compile)
     state = alg.init(potential.init_theta(gen), torch.zeros(problem.n_train, device=device))
     if own_batches is not None:
         tb = MinibatchSampler(problem.n_train, own_batches[0], gen, device)
@@ -186,6 +208,8 @@ def main(argv=None):
     ap.add_argument("--setups", nargs="*", default=None, help="only these setups (default: all)")
     ap.add_argument("--memory-steps", type=int, default=5, help="steps per method in the peak-memory run")
     ap.add_argument("--sweep-steps", type=int, default=400, help="timed steps per N_t in the sweep (0: no sweep)")
+    ap.add_argument("--no-compile", dest="compile", action="store_false",
+                    help="skip the torch.compile'd BADS steps and compiled SGD")
     ap.add_argument("--out", default=None)
     args = ap.parse_args(argv)
     if args.threads:
@@ -201,16 +225,23 @@ def main(argv=None):
         steppers, kinds = {}, {}
         for kernel in ("sgld", "psgld", "sghmc"):
             steppers[f"bads-{kernel}"], kinds[kernel] = bads_stepper(problem, kernel, device)
+            if args.compile:
+                steppers[f"bads-{kernel}-compiled"] = bads_stepper(problem, kernel, device, compile=True)[0]
         sgd_net = mlp(64, 10, (128,)) if name.startswith("mlp") else lenet5(10)
         sgd_problem = Problem(sgd_net.to(device), problem.x_train, problem.y_train, problem.x_meta, problem.y_meta)
         steppers["sgd"] = sgd_stepper(sgd_net, sgd_problem, "sgd")
         steppers["rmsprop"] = sgd_stepper(sgd_net, sgd_problem, "rmsprop")
+        if args.compile:  # like for like: plain SGD compiled the same way (functional gradient + update)
+            steppers["sgd-compiled"] = compiled_sgd_stepper(copy.deepcopy(sgd_net), sgd_problem)
         init = copy.deepcopy(problem.net)
         for method in ("blo", "mwn"):
             steppers[method] = reweight_stepper(method, copy.deepcopy(init), problem, b, bm)
         med = measure(steppers, lambda: (tb(), mb()), args.steps, args.rounds, device)
         ratios = {f"{k}/sgd": med[k] / med["sgd"] for k in med if k.startswith(("bads", "blo", "mwn"))}
         ratios["bads-psgld/rmsprop"] = med["bads-psgld"] / med["rmsprop"]
+        if args.compile:
+            ratios.update({f"{k}/sgd-compiled": med[k] / med["sgd-compiled"] for k in med if k.endswith("-compiled")
+                           and k.startswith("bads")})
         memory = {k: peak_memory(f, lambda: (tb(), mb()), args.memory_steps, device)
                   for k, f in method_factories(init, problem, b, bm, device).items()}
         memory_ratios = {f"{k}/sgd-mixing": v / memory["sgd-mixing"] for k, v in memory.items() if k != "sgd-mixing"}

@@ -37,8 +37,10 @@ def load_checkpoint(path: str | os.PathLike, config: dict) -> dict[str, Any]:
         raise ConfigError(f"checkpoint {str(path)!r} cannot be read: {exc}") from exc
     if payload.get("version") != VERSION:
         raise ConfigError(f"checkpoint {str(path)!r} has version {payload.get('version')!r}, expected {VERSION}")
-    saved = {k: v for k, v in payload["config"].items() if k not in ("progress", "log_every", "device")}
-    now = {k: v for k, v in config.items() if k not in ("progress", "log_every", "device")}
+    # settings that do not change the chain (compile: same draws to float rounding) may differ on resume
+    free = ("progress", "log_every", "device", "compile")
+    saved = {k: v for k, v in payload["config"].items() if k not in free}
+    now = {k: v for k, v in config.items() if k not in free}
     if saved != now:
         diff = sorted(k for k in set(saved) | set(now) if saved.get(k) != now.get(k))
         raise ConfigError(f"checkpoint {str(path)!r} was written with different sampler settings {diff}; "

@@ -33,6 +33,8 @@ def _parser() -> argparse.ArgumentParser:
         p.add_argument("--device", default=None, help="torch device, e.g. cpu or cuda (default: cuda if available)")
         p.add_argument("--chains", type=int, default=None, help="number of chains")
         p.add_argument("--quiet", action="store_true", help="no progress bars")
+        p.add_argument("--compile", action="store_true",
+                       help="run each step as one torch.compile'd function (same as [sampler] compile = true)")
         p.add_argument("--resume", action="store_true", help="continue from OUT.checkpoint.pt if it exists")
         p.add_argument("--checkpoint-every", type=int, default=1000, metavar="N",
                        help="save an atomic checkpoint every N steps (0: never; default 1000)")
@@ -63,6 +65,8 @@ def main(argv: list[str] | None = None) -> int:
         config = validate_config(copy.deepcopy(DEMO)) if args.command == "demo" else load_config(args.config)
         if args.model:
             config["model"]["file"] = args.model
+        if args.compile:
+            config["sampler"]["compile"] = True
         from .distributed import init_from_env, local_device
 
         device = local_device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))

@@ -54,6 +54,7 @@ class SamplerConfig:
     checkpoint_every: int = 0
     table_device: str | None = None  # where the weight table lives ("cpu": pinned host memory beside a GPU network)
     shards: int = 1  # training-set shards: the torchrun world size, or K in one process to reproduce a K-rank run
+    compile: bool = False  # the whole step as one torch.compile'd function (fused potential; kernels/compiled.py)
 
     def validate(self, problem: Problem) -> "SamplerConfig":
         checks = [
@@ -71,6 +72,7 @@ class SamplerConfig:
             (isinstance(self.snapshots, int) and self.snapshots >= 0,
              f"snapshots must be an integer >= 0, got {self.snapshots!r}"),
             (isinstance(self.shards, int) and self.shards >= 1, f"shards must be an integer >= 1, got {self.shards!r}"),
+            (isinstance(self.compile, bool), f"compile must be true or false, got {self.compile!r}"),
             (isinstance(self.batch_size, int) and isinstance(self.shards, int) and self.shards >= 1
              and self.batch_size % self.shards == 0,
              f"batch_size ({self.batch_size!r}) must be a multiple of shards ({self.shards!r})"),
@@ -188,7 +190,7 @@ def fit(model: Callable, problem: Problem, hyper: dict | None = None, config: Sa
             "comm": comm, "noise_rows": (config.batch_size, comm.rank * (config.batch_size // comm.world))}
         algorithm = ALGORITHMS[config.kernel](potential, config.step_size, temperature=config.temperature,
                                               local_step_size=config.local_step_size, generator=gen,
-                                              **sharding, **config.kernel_kwargs)
+                                              compile=config.compile, **sharding, **config.kernel_kwargs)
         # batch indices are drawn where the table lives (a host table gets its own host generator)
         batch_gen = torch.Generator().manual_seed(config.seed * 1000 + chain + 7) if host_table else gen
         if config.shards == 1:

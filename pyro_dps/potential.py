@@ -15,6 +15,7 @@ joint (plate terms scaled by N/|B|); the batch's weights get the gradient of the
 from __future__ import annotations
 
 import inspect
+import itertools
 import math
 from dataclasses import dataclass
 from typing import Any, Callable
@@ -31,6 +32,7 @@ from .context import ModelContext, Problem
 from .errors import DPSError, ModelError
 
 LOCAL_PLATE = "train"
+_BIND_TOKENS = itertools.count()
 
 
 @dataclass
@@ -286,6 +288,7 @@ class FusedPotential(TracePotential):
     def __init__(self, model: Callable, problem: Problem, hyper: dict[str, Any] | None = None):
         super().__init__(model, problem, hyper)
         self.reason = self._structure_problem()
+        self._token = next(_BIND_TOKENS)  # which potential's flat buffer the network's parameters view
         if self.reason:
             return
         nodes = self.reference.nodes
@@ -349,8 +352,9 @@ class FusedPotential(TracePotential):
         # gradient), so a step copies theta in with one op, runs the module itself (no functional_call)
         # and reads the whole gradient without concatenating.
         net = self.problem.net
-        self._theta_buffer = torch.zeros(self.theta_size, device=self.problem.device)
-        self._grad_buffer = torch.zeros_like(self._theta_buffer)
+        if not hasattr(self, "_theta_buffer"):
+            self._theta_buffer = torch.zeros(self.theta_size, device=self.problem.device)
+            self._grad_buffer = torch.zeros_like(self._theta_buffer)
         self._params = []
         for s in self.globals:
             module_name, _, attr = s.name[len("theta."):].rpartition(".")
@@ -359,10 +363,11 @@ class FusedPotential(TracePotential):
             param.grad = self._grad_buffer[s.offset:s.offset + s.numel].view(s.shape)
             setattr(module, attr, param)
             self._params.append(param)
+        net.__dict__["_dps_flat_owner"] = self._token  # another potential on the same network rebinds it
 
     def grads(self, theta, u_batch, train_idx, meta_idx, w_sum_rest, temperature: float = 1.0) -> Gradients:
         p = self.problem
-        if not hasattr(self, "_theta_buffer"):
+        if p.net.__dict__.get("_dps_flat_owner", -1) != self._token:
             self._bind_flat_parameters()
         with torch.no_grad():
             self._theta_buffer.copy_(theta)
@@ -401,6 +406,33 @@ class FusedPotential(TracePotential):
             g.sub_(centred * self.prior_precision)
         stats = {"train_losses": l_t_d, "meta_losses": losses[n_t:].detach(), "w": w_d, "log_lik": lik.detach()}
         return Gradients(g, g_u, stats)
+
+    def batch_log_joint(self, theta: torch.Tensor, u: torch.Tensor, x: torch.Tensor, y: torch.Tensor,
+                        w_sum_rest: torch.Tensor, temperature: float = 1.0):
+        """The step's objective as a pure function of (theta, u): `torch.func.grad` of it is `grads`' gradient.
+
+        x, y are the train batch's rows followed by the meta batch's. theta's terms hold the weights
+        constant and u's terms the losses (the two blocked conditionals), so one gradient gives both
+        blocks; written without module state or `.backward()` so that `torch.compile` can fuse the step
+        (`kernels/compiled.py`). Returns (value, stats).
+        """
+        p, n_t = self.problem, u.shape[0]
+        n_m = x.shape[0] - n_t
+        params = {s.name[len("theta."):]: theta[s.offset:s.offset + s.numel].view(s.shape) for s in self.globals}
+        losses = p.loss(p.forward(params, x), y)
+        l_t = losses[:n_t]
+        w = torch.sigmoid(u)
+        w_d, l_t_d = w.detach(), l_t.detach()
+        lik = (-self.rho_t * p.n_train_total / n_t) * torch.dot(w_d, l_t)
+        if n_m:
+            lik = lik + (-self.rho_m * p.n_meta / n_m) * losses[n_t:].sum()
+        log_w = (-self.rho_t) * torch.dot(w, l_t_d) + self._sparsity_log_prob(w_sum_rest + w.sum()).float() \
+            + temperature * (F.logsigmoid(u).sum() + F.logsigmoid(-u).sum())
+        if self.base is not None:
+            log_w = log_w + self.base.log_prob(w).sum()
+        value = lik + log_w + self.log_prior_theta(theta)
+        stats = {"train_losses": l_t_d, "meta_losses": losses[n_t:].detach(), "w": w_d, "log_lik": lik.detach()}
+        return value, stats
 
     def _sparsity_log_prob(self, total: torch.Tensor) -> torch.Tensor:
         if self._normal_sparsity is not None:
@@ -454,17 +486,17 @@ def make_potential(model: Callable, problem: Problem, hyper: dict[str, Any] | No
     if kind not in ("auto", "fused", "trace"):
         raise ModelError(f"potential must be 'auto', 'fused' or 'trace', got {kind!r}")
     if kind == "trace":
-        return TracePotential(model, problem, hyper)
+        return _traced(model, problem, hyper, "potential = 'trace' was asked for")
     try:
         fused = FusedPotential(model, problem, hyper)
-    except ModelError:
+    except ModelError as exc:
         if kind == "fused":
             raise
-        return TracePotential(model, problem, hyper)
+        return _traced(model, problem, hyper, str(exc))
     if not fused.supported():
         if kind == "fused":
             raise ModelError(f"the fused path does not support this model: {fused.reason}")
-        return TracePotential(model, problem, hyper)
+        return _traced(model, problem, hyper, fused.reason)
     trace = TracePotential(model, problem, hyper)
     theta = trace.init_theta(generator)
     table = torch.randn(problem.n_train, generator=generator, device=problem.device) if generator is None \
@@ -475,8 +507,16 @@ def make_potential(model: Callable, problem: Problem, hyper: dict[str, Any] | No
     if disagreement:
         if kind == "fused":
             raise ModelError(f"fused path disagrees with the Pyro trace: {disagreement}")
+        trace.fused_reason = f"the fused path disagrees with the Pyro trace: {disagreement}"
         return trace
     return fused
+
+
+def _traced(model: Callable, problem: Problem, hyper: dict[str, Any] | None, why: str) -> TracePotential:
+    """The trace potential, noting why the fused path is not used (`compile = true` reports it)."""
+    trace = TracePotential(model, problem, hyper)
+    trace.fused_reason = why
+    return trace
 
 
 def log_joint_estimate(potential: TracePotential, theta: torch.Tensor, table: torch.Tensor | None,

@@ -45,27 +45,36 @@ def _by_hand(problem, theta_list, u_all, idx, jdx, hyper, temperature=1.0):
     return torch.cat([g.reshape(-1) for g in g_theta]), g_u
 
 
-@pytest.mark.parametrize("potential_cls", [FusedPotential, TracePotential])
+@pytest.mark.parametrize("path", ["fused", "trace", "compiled-objective"])
 @pytest.mark.parametrize("base", [(1.0, 1.0), (2.0, 0.7)])
 @pytest.mark.parametrize("temperature", [1.0, 0.05])
-def test_kernel_gradient_equals_hand_written_formula(potential_cls, base, temperature):
-    """At temperature T the sigmoid Jacobian enters with weight T (the target is p(w)^(1/T) on [0, 1])."""
+def test_kernel_gradient_equals_hand_written_formula(path, base, temperature):
+    """At temperature T the sigmoid Jacobian enters with weight T (the target is p(w)^(1/T) on [0, 1]).
+
+    `compiled-objective`: torch.func.grad of `FusedPotential.batch_log_joint`, what the compiled step uses.
+    """
     problem = _problem()
     hyper = {"beta": 0.4, "sigma": 3.0, "rho_t": 1.7, "rho_m": 0.8, "prior_scale": 0.9, "base_a": base[0],
              "base_b": base[1]}
-    potential = potential_cls(bads.model, problem, hyper)
-    if potential_cls is FusedPotential:
+    potential = (TracePotential if path == "trace" else FusedPotential)(bads.model, problem, hyper)
+    if path != "trace":
         assert potential.supported(), potential.reason
     gen = torch.Generator().manual_seed(3)
     theta = potential.init_theta(gen)
     u_all = torch.randn(problem.n_train, generator=gen)
     idx, jdx = torch.tensor([3, 17, 42, 8, 59, 0]), torch.tensor([1, 5, 11])
     rest = torch.sigmoid(u_all).double().sum() - torch.sigmoid(u_all[idx]).double().sum()
-    got = potential.grads(theta, u_all[idx], idx, jdx, rest, temperature)
+    if path == "compiled-objective":
+        rows = torch.cat([idx, jdx + problem.n_train])
+        (got_theta, got_u), _ = torch.func.grad(potential.batch_log_joint, argnums=(0, 1), has_aux=True)(
+            theta, u_all[idx], problem.x_all[rows], problem.y_all[rows], rest, temperature)
+    else:
+        got = potential.grads(theta, u_all[idx], idx, jdx, rest, temperature)
+        got_theta, got_u = got.theta, got.local
     pieces = [v for v in potential.unpack(theta).values()]
     want_theta, want_u = _by_hand(problem, pieces, u_all, idx, jdx, hyper, temperature)
-    torch.testing.assert_close(got.theta, want_theta, rtol=1e-5, atol=1e-5 * float(want_theta.abs().max()))
-    torch.testing.assert_close(got.local.float(), want_u, rtol=1e-5, atol=1e-5 * float(want_u.abs().max()))
+    torch.testing.assert_close(got_theta, want_theta, rtol=1e-5, atol=1e-5 * float(want_theta.abs().max()))
+    torch.testing.assert_close(got_u.float(), want_u, rtol=1e-5, atol=1e-5 * float(want_u.abs().max()))
 
 
 def test_make_potential_picks_fused_for_the_paper_model_and_trace_otherwise():
@@ -101,3 +110,19 @@ def test_fused_path_disagreeing_with_its_model_is_caught():
     assert make_potential(squared_loss_model, problem, {}).kind == "trace"
     with pytest.raises(ModelError, match="disagrees"):
         make_potential(squared_loss_model, problem, {}, kind="fused")
+
+
+def test_two_fused_potentials_on_one_network_do_not_share_parameters():
+    """Each fused potential binds the module's parameters to its own flat buffer; interleaving two on the
+    same network (as the step-cost benchmark does) must rebind, not read the other's theta."""
+    problem = _problem()
+    a, b = (FusedPotential(bads.model, problem, {"beta": beta}) for beta in (0.3, 0.7))
+    gen = torch.Generator().manual_seed(5)
+    theta_a, theta_b = a.init_theta(gen), b.init_theta(gen)
+    u = torch.randn(6, generator=gen)
+    idx, jdx = torch.tensor([3, 17, 42, 8, 59, 0]), torch.tensor([1, 5, 11])
+    rest = torch.tensor(20.0, dtype=torch.float64)
+    first = a.grads(theta_a, u, idx, jdx, rest).theta.clone()
+    b.grads(theta_b, u, idx, jdx, rest)
+    again = a.grads(theta_a, u, idx, jdx, rest).theta
+    torch.testing.assert_close(again, first, rtol=0, atol=0)

@@ -25,6 +25,7 @@ from ..context import Problem
 from ..errors import ConfigError
 from ..potential import TracePotential, make_potential, summarize_stats
 from ..schedules import make_schedule
+from .compiled import check_compilable, compiled_step
 
 Batch = tuple[torch.Tensor, torch.Tensor]
 U_CLAMP = 15.0  # |u| bound: sigmoid(15) < 1 in float32, so weights stay inside (0, 1)
@@ -48,6 +49,9 @@ class SGMCMCState:
 
 class UpdateRule(ABC):
     """How a block x moves given d log p / dx: in place, on x's device, no host reads."""
+
+    # plain tensor arithmetic that calls noise(x) once per move iff temperature > 0: `torch.compile` can take it
+    compilable = True
 
     @abstractmethod
     def init(self, x: torch.Tensor) -> dict[str, Any]:
@@ -142,7 +146,7 @@ def _tensor_aux(aux: dict) -> dict[str, torch.Tensor]:
 def blocked_langevin(potential: TracePotential, rule: UpdateRule, step_size, temperature: float = 1.0,
                      local_step_size=None, local_rule: UpdateRule | None = None,
                      generator: torch.Generator | None = None, guard: bool = True, comm=None,
-                     noise_rows: tuple[int, int] | None = None) -> SamplingAlgorithm:
+                     noise_rows: tuple[int, int] | None = None, compile: bool = False) -> SamplingAlgorithm:
     """Random-scan blocked SG-MCMC on (theta, w): the step every kernel shares.
 
     With `guard`, a step whose gradient is not finite is rejected on the device (the old values are
@@ -152,6 +156,8 @@ def blocked_langevin(potential: TracePotential, rule: UpdateRule, step_size, tem
     Distributed (`comm`, a `distributed.Communicator`): theta's gradient is averaged over ranks (with a
     finiteness flag, so every rank accepts or rejects together), `state.w_sum` is this rank's shard sum
     and the total is all-reduced before each step; `noise_rows` slices the table's noise (`noise_source`).
+    With `compile`, the whole step runs as one `torch.compile`d function (`kernels/compiled.py`; fused
+    potential only) and follows the same random stream as the eager step.
     """
     if temperature < 0 or not math.isfinite(temperature):
         raise ConfigError(f"temperature must be >= 0 and finite, got {temperature!r}")
@@ -161,6 +167,11 @@ def blocked_langevin(potential: TracePotential, rule: UpdateRule, step_size, tem
     has_table = potential.local_site is not None
     theta_noise, local_noise = noise_source(generator), noise_source(generator, noise_rows)
     distributed = comm is not None and comm.world > 1
+    if not isinstance(compile, bool):
+        raise ConfigError(f"compile must be true or false, got {compile!r}")
+    if compile:
+        check_compilable(potential, rule, local_rule, comm)
+        fused_step = compiled_step()
 
     def init(theta: torch.Tensor, table: torch.Tensor | None = None) -> SGMCMCState:
         theta = theta.detach().clone()
@@ -169,6 +180,8 @@ def blocked_langevin(potential: TracePotential, rule: UpdateRule, step_size, tem
             table = table.detach().clone().clamp_(-U_CLAMP, U_CLAMP)
             w_sum = weight_sum(potential, potential.weights(table)).to(theta.device)
             table_aux = local_rule.init(table)
+            if compile and table.device != theta.device:
+                raise ConfigError("compile = true needs the weight table on the network's device (table_device unset)")
             if pinned:  # a host table beside a GPU network: pinned, so its rows move asynchronously
                 table = table.pin_memory()
                 table_aux = {k: v.pin_memory() for k, v in table_aux.items()}
@@ -181,6 +194,17 @@ def blocked_langevin(potential: TracePotential, rule: UpdateRule, step_size, tem
     def step(state: SGMCMCState, batch: Batch, scale: float = 1.0) -> SGMCMCState:
         train_idx, meta_idx = batch
         t = state.step
+        if compile:
+            eps_t, eps_u = eps_theta(t) * scale, eps_local(t) * scale
+            noisy = temperature > 0  # compilable rules draw theta's noise, then the rows', iff T > 0
+            noise_t = theta_noise(state.theta) if noisy else None
+            noise_u = local_noise(state.table.new_empty(train_idx.shape[0])) if noisy else None
+            state.w_sum, state.stats = fused_step(
+                potential, rule, local_rule, guard, temperature, state.theta, state.theta_aux, state.table,
+                state.table_aux, train_idx, meta_idx, state.w_sum, eps_t, eps_u, noise_t, noise_u,
+                (state.rejected, state.run, state.max_run), U_CLAMP)
+            state.step = t + 1
+            return state
         host_idx = None
         if has_table and state.table.device != state.theta.device:  # a host table: move the batch's rows only
             host_idx, train_idx = train_idx, train_idx.to(state.theta.device, non_blocking=True)

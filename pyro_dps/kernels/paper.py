@@ -16,6 +16,8 @@ OPTIMIZERS = {"sgd": torch.optim.SGD, "adam": torch.optim.Adam, "rmsprop": torch
 class OptimizerNoiseRule(UpdateRule):
     """x <- optimiser step on -g, then x += noise_std * xi; eps is the optimiser's learning rate."""
 
+    compilable = False  # a torch optimiser steps eagerly; its noise does not depend on the temperature
+
     def __init__(self, optimizer: str = "sgd", noise_std: float = 1e-5, **optimizer_kwargs):
         if optimizer not in OPTIMIZERS:
             raise ConfigError(f"optimizer must be one of {sorted(OPTIMIZERS)}, got {optimizer!r}")
@@ -53,11 +55,12 @@ class GradientAscentNoiseRule(OptimizerNoiseRule):
 
 def paper(potential, step_size, temperature: float = 1.0, local_step_size=None, optimizer: str = "sgd",
           noise_std: float = 1e-5, generator=None, guard: bool = True, comm=None, noise_rows=None,
-          **optimizer_kwargs):
+          compile: bool = False, **optimizer_kwargs):
     """The paper's noisy optimiser as an (init, step) pair (temperature is not used: the noise is fixed)."""
     return blocked_langevin(potential, OptimizerNoiseRule(optimizer, noise_std, **optimizer_kwargs), step_size,
                             temperature, local_step_size, local_rule=GradientAscentNoiseRule(noise_std),
-                            generator=generator, guard=guard, comm=comm, noise_rows=noise_rows)
+                            generator=generator, guard=guard, comm=comm, noise_rows=noise_rows,
+                            compile=compile)
 
 
 class PaperSampler(SGMCMCKernel):

@@ -52,10 +52,11 @@ class PSGLDRule(UpdateRule):
 
 
 def psgld(potential, step_size, temperature: float = 1.0, local_step_size=None, alpha: float = 0.99,
-          eps_precond: float = 1e-5, generator=None, guard: bool = True, comm=None, noise_rows=None):
+          eps_precond: float = 1e-5, generator=None, guard: bool = True, comm=None, noise_rows=None,
+          compile: bool = False):
     """pSGLD as an (init, step) pair."""
     return blocked_langevin(potential, PSGLDRule(alpha, eps_precond), step_size, temperature, local_step_size,
-                            generator=generator, guard=guard, comm=comm, noise_rows=noise_rows)
+                            generator=generator, guard=guard, comm=comm, noise_rows=noise_rows, compile=compile)
 
 
 class PSGLD(SGMCMCKernel):

@@ -24,10 +24,10 @@ class SGLDRule(UpdateRule):
 
 
 def sgld(potential, step_size, temperature: float = 1.0, local_step_size=None, generator=None,
-          guard: bool = True, comm=None, noise_rows=None):
+          guard: bool = True, comm=None, noise_rows=None, compile: bool = False):
     """SGLD as an (init, step) pair."""
     return blocked_langevin(potential, SGLDRule(), step_size, temperature, local_step_size, generator=generator,
-                            guard=guard, comm=comm, noise_rows=noise_rows)
+                            guard=guard, comm=comm, noise_rows=noise_rows, compile=compile)
 
 
 class SGLD(SGMCMCKernel):

@@ -1,0 +1,89 @@
+"""The whole blocked-Langevin step as one `torch.compile`d function (opt-in: `[sampler] compile = true`).
+
+Eager PyTorch dispatches about 150 small ops per BADS step (the rule for two blocks, the guard, the
+table's gather and scatter) against about 40 for an SGD step; on a small network that dispatch, not the
+arithmetic, is the step's cost. For the fused BADS structure the gradient here comes from
+`torch.func.grad` of `FusedPotential.batch_log_joint`, so inductor fuses the forward and backward
+passes, both update rules, the guard and the scatter into a few kernels.
+
+The noise is drawn outside the compiled function, from the chain's generator and in the eager step's
+order (theta's, then the batch rows'), so a compiled chain follows the eager chain's random stream: the
+two agree up to float rounding (a test checks it).
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from ..errors import ConfigError
+
+_compiled = None  # one compiled function for every chain and kernel: dynamo guards on the rule's type and settings
+
+
+def check_compilable(potential, rule, local_rule, comm=None) -> None:
+    """Raise ConfigError unless the step can be compiled: fused potential, arithmetic rules, one process."""
+    if not hasattr(potential, "batch_log_joint") or not potential.supported():
+        reason = getattr(potential, "fused_reason", "") or getattr(potential, "reason", "") \
+            or "it is evaluated by tracing the model"
+        raise ConfigError(f"compile = true needs the fused potential, but this model cannot use it: {reason}")
+    for r in (rule, local_rule):
+        if not getattr(r, "compilable", True):
+            raise ConfigError(f"compile = true is not available for the {type(r).__name__} rule "
+                              "(it steps a torch optimiser eagerly)")
+    if comm is not None and comm.world > 1:
+        raise ConfigError("compile = true is not available for sharded (torchrun) runs yet")
+
+
+def _step(potential, rule, local_rule, guard: bool, temperature: float, theta: torch.Tensor,
+          theta_aux: dict[str, Any], table: torch.Tensor, table_aux: dict[str, torch.Tensor],
+          train_idx: torch.Tensor, meta_idx: torch.Tensor, w_sum: torch.Tensor, eps_t: float, eps_u: float,
+          noise_t: torch.Tensor | None, noise_u: torch.Tensor | None, counters: tuple[torch.Tensor, ...],
+          u_clamp: float):
+    """One step, mutating theta, the aux states, the table and the counters in place; returns (w_sum, stats)."""
+    p = potential.problem
+    u = table[train_idx]
+    rows_aux = {k: v[train_idx] for k, v in table_aux.items()}
+    rest = w_sum - torch.sigmoid(u).double().sum()
+    rows = torch.cat([train_idx, meta_idx + p.n_train])
+    grad_fn = torch.func.grad(potential.batch_log_joint, argnums=(0, 1), has_aux=True)
+    (g_theta, g_u), stats = grad_fn(theta, u, p.x_all[rows], p.y_all[rows], rest, temperature)
+    noise_theta, noise_rows = (lambda x: noise_t), (lambda x: noise_u)
+    if guard:
+        ok = torch.isfinite(g_theta.sum() + g_u.sum())
+        rule.apply_guarded(theta, g_theta, theta_aux, eps_t, temperature, noise_theta, ok)
+        local_rule.apply_guarded(u, g_u, rows_aux, eps_u, temperature, noise_rows, ok)
+        rejected, run, max_run = counters
+        bad = (~ok).long()
+        rejected.add_(bad)
+        run.mul_(bad).add_(bad)
+        max_run.copy_(torch.maximum(max_run, run))
+    else:
+        rule.apply(theta, g_theta, theta_aux, eps_t, temperature, noise_theta)
+        local_rule.apply(u, g_u, rows_aux, eps_u, temperature, noise_rows)
+    u.clamp_(-u_clamp, u_clamp)
+    table[train_idx] = u
+    for k, v in rows_aux.items():
+        table_aux[k][train_idx] = v
+    return rest + torch.sigmoid(u).double().sum(), stats
+
+
+def compiled_step():
+    """The compiled step function (compiled at its first call, once per process; inductor caches its
+    kernels on disk). A compiler failure (inductor needs a C++ compiler on CPU, triton on CUDA) becomes
+    a ConfigError that says how to run without it."""
+    global _compiled
+    import torch._dynamo.exc
+    import torch._inductor.exc
+    if _compiled is None:
+        _compiled = torch.compile(_step)
+    failures = (torch._dynamo.exc.BackendCompilerFailed, torch._inductor.exc.InductorError)
+
+    def run(*args):
+        try:
+            return _compiled(*args)
+        except failures as exc:
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise ConfigError(f"compile = true: torch.compile could not build the step ({first}); it needs a C++ "
+                              "compiler on CPU and triton on CUDA; set compile = false to run eagerly") from exc
+    return run

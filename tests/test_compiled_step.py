@@ -1,0 +1,108 @@
+"""`compile = true`: the torch.compile'd step follows the eager step's chain, rejects the same steps, and
+refuses what it cannot compile with a ConfigError.
+
+Tolerances: both paths do the same float32 arithmetic in another order (inductor fuses and reorders)
+with the same noise (drawn from the chain's generator outside the compiled function), so trajectories
+agree to rounding, measured relative to each array's scale (`_max_difference`). pSGLD multiplies the
+rounding of a near-zero gradient by up to eps / (2 lambda) (its preconditioner is 1 / (lambda + |g|) on
+a row's first visit): with lambda = 1e-5 and eps = 0.5 that is 2.5e4, and rows differed by 4e-4 after
+40 steps; the pSGLD case uses lambda = 1e-2 (amplification <= 25), where the largest difference seen is
+1.3e-5. The tests allow 5e-5 and check that a chain with another seed differs by far more, so the
+comparison can fail.
+"""
+import shutil
+
+import pytest
+import torch
+from sklearn.datasets import load_digits
+
+from pyro_dps.context import Problem
+from pyro_dps.driver import SamplerConfig, fit
+from pyro_dps.errors import ConfigError
+from pyro_dps.kernels import ALGORITHMS, MinibatchSampler
+from pyro_dps.models import bads, class_balanced
+from pyro_dps.networks import mlp
+from pyro_dps.potential import make_potential
+from pyro_dps.schedules import Polynomial
+
+pytestmark = pytest.mark.skipif(not any(shutil.which(c) for c in ("g++", "c++", "clang++")),
+                                reason="torch.compile (inductor) needs a C++ compiler on CPU")
+TOL = 5e-5
+
+
+@pytest.fixture(scope="module")
+def problem():
+    digits = load_digits()
+    x = torch.tensor(digits.data[:500], dtype=torch.float32) / 16
+    y = torch.tensor(digits.target[:500])
+    y[:200] = (y[:200] + 3) % 10  # label noise, so the weights have something to do
+    return Problem(mlp(64, 10, (32,)), x[:440], y[:440], x[440:], y[440:])
+
+
+def _chain(problem, kernel, compile, seed=0, steps=40, step_size=3e-3):
+    potential = make_potential(bads.model, problem, {"beta": 0.5}, "auto", torch.Generator().manual_seed(0))
+    gen = torch.Generator().manual_seed(seed)
+    settings = {"eps_precond": 1e-2} if kernel == "psgld" else {}
+    alg = ALGORITHMS[kernel](potential, step_size, temperature=0.05, local_step_size=0.5, generator=gen,
+                             compile=compile, **settings)
+    state = alg.init(potential.init_theta(gen), torch.zeros(problem.n_train))
+    train, meta = MinibatchSampler(problem.n_train, 64, gen, problem.device), MinibatchSampler(problem.n_meta, 30, gen,
+                                                                                                problem.device)
+    for _ in range(steps):
+        state = alg.step(state, (train(), meta()))
+    return state
+
+
+def _max_difference(a, b) -> float:
+    """Largest |a - b| over theta, the table, w_sum and every aux state, each relative to max(1, max |a|)."""
+    pairs = [(a.theta, b.theta), (a.table, b.table), (a.w_sum, b.w_sum)]
+    pairs += [(v, b.table_aux[k]) for k, v in a.table_aux.items()]
+    pairs += [(v, b.theta_aux[k]) for k, v in a.theta_aux.items()]
+    return max(float((x - y).abs().max()) / max(1.0, float(x.abs().max())) for x, y in pairs)
+
+
+@pytest.mark.parametrize("kernel", ["sgld", "psgld", "sghmc"])
+def test_compiled_step_follows_the_eager_chain(problem, kernel):
+    eager, compiled = _chain(problem, kernel, False), _chain(problem, kernel, True)
+    assert compiled.step == eager.step == 40
+    assert _max_difference(eager, compiled) < TOL
+    assert _max_difference(eager, _chain(problem, kernel, True, seed=1)) > 100 * TOL
+    for key in ("w", "train_losses", "meta_losses"):
+        torch.testing.assert_close(compiled.stats[key], eager.stats[key], rtol=TOL, atol=TOL)
+
+
+def test_compiled_step_rejects_the_steps_the_eager_step_rejects(problem):
+    """A step size so large that theta overflows: every later gradient is non-finite and is rejected."""
+    eager = _chain(problem, "sgld", False, steps=12, step_size=1e36)
+    compiled = _chain(problem, "sgld", True, steps=12, step_size=1e36)
+    assert int(eager.rejected) > 0
+    assert int(compiled.rejected) == int(eager.rejected) and int(compiled.max_run) == int(eager.max_run)
+    torch.testing.assert_close(compiled.table, eager.table, rtol=0, atol=TOL)
+    assert torch.equal(torch.isfinite(compiled.theta), torch.isfinite(eager.theta))
+
+
+def test_fit_with_compile_matches_the_eager_fit(problem):
+    """Through the driver, two chains and a decaying step-size schedule (the step size changes every step)."""
+    config = dict(kernel="psgld", kernel_kwargs={"eps_precond": 1e-2}, step_size=Polynomial(3e-3, 10.0, 0.55),
+                  local_step_size=0.5, temperature=0.05,
+                  chains=2, warmup=20, samples=5, thin=4, batch_size=64, meta_batch_size=30, progress=False)
+    hyper = {"beta": 0.5}
+    eager = fit(bads.model, problem, hyper, SamplerConfig(**config))
+    compiled = fit(bads.model, problem, hyper, SamplerConfig(**config, compile=True))
+    we, wc = eager.draws.weights().values, compiled.draws.weights().values
+    assert we.shape == wc.shape == (2, 5, problem.n_train)
+    assert abs(we - wc).max() < TOL
+    for a, b in zip(eager.final_theta, compiled.final_theta):
+        torch.testing.assert_close(a, b, rtol=0, atol=TOL)
+
+
+def test_what_cannot_be_compiled_is_a_config_error(problem):
+    trace_potential = make_potential(class_balanced.model, problem, {"beta": 0.5}, "auto",
+                                     torch.Generator().manual_seed(0))
+    with pytest.raises(ConfigError, match="fused potential.*per-class"):
+        ALGORITHMS["psgld"](trace_potential, 1e-3, compile=True)
+    fused = make_potential(bads.model, problem, {"beta": 0.5}, "auto", torch.Generator().manual_seed(0))
+    with pytest.raises(ConfigError, match="OptimizerNoiseRule"):
+        ALGORITHMS["paper"](fused, 1e-3, compile=True)
+    with pytest.raises(ConfigError, match="compile must be true or false"):
+        SamplerConfig(compile="yes").validate(problem)
