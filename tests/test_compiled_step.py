@@ -106,3 +106,22 @@ def test_what_cannot_be_compiled_is_a_config_error(problem):
         ALGORITHMS["paper"](fused, 1e-3, compile=True)
     with pytest.raises(ConfigError, match="compile must be true or false"):
         SamplerConfig(compile="yes").validate(problem)
+
+
+def test_pyro_mcmc_runs_the_compiled_kernel_like_the_eager_one(problem):
+    """`pyro.infer.MCMC` with PSGLD(compile=True): the same draws of the weight table as the eager kernel."""
+    from pyro.infer import MCMC
+
+    from pyro_dps.kernels import PSGLD
+
+    samples = []
+    for compile in (False, True):
+        kernel = PSGLD(bads.model, problem, {"beta": 0.5}, batch_size=64, meta_batch_size=30, steps_per_sample=5,
+                       seed=2, step_size=3e-3, local_step_size=0.5, temperature=0.05, eps_precond=1e-2,
+                       compile=compile)
+        mcmc = MCMC(kernel, num_samples=6, warmup_steps=4, disable_progbar=True)
+        mcmc.run()
+        samples.append(mcmc.get_samples()["w"])
+    assert samples[0].shape == (6, problem.n_train)
+    torch.testing.assert_close(samples[1], samples[0], rtol=0, atol=TOL)
+    assert float(samples[0].std(0).mean()) > 100 * TOL  # the draws move, so agreeing is not trivial
