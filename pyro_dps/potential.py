@@ -252,6 +252,16 @@ class TracePotential:
         return torch.cat([(torch.zeros_like(l) if g is None else g).reshape(-1) for g, l in zip(grads, leaves)])
 
 
+def weight_sum(potential, w: torch.Tensor, rows: torch.Tensor | None = None) -> torch.Tensor:
+    """sum of the weights w (of training rows `rows`, all rows when None) in float64: a scalar, or per class
+    when the model keeps per-class sums (`potential.sum_groups`)."""
+    if potential.sum_groups is None:
+        return w.double().sum()
+    groups = potential.sum_groups if rows is None else potential.sum_groups[rows]
+    return torch.zeros(potential.problem.n_outputs, dtype=torch.float64, device=w.device).index_add_(
+        0, groups.to(w.device), w.double())
+
+
 def _loss_stats(ctx: ModelContext, w: torch.Tensor) -> dict[str, torch.Tensor]:
     if ctx._losses is None:
         return {}
@@ -278,8 +288,9 @@ class FusedPotential(TracePotential):
 
     Recognised structure (the sites of `models/bads.py`): global sites `theta.<param>` with Normal
     priors of fixed location and scale; the per-example site `w` on [0, 1]; an observed `w_sum` site
-    at `ctx.w_sum(w)`; factors `train_lik = -rho_t * w * l_t` and `meta_lik = -rho_m * l_m`; any
-    other site makes `supported()` false.
+    at `ctx.w_sum(w)`, or at the per-class sums `ctx.w_sum_by_label(w)` (`models/class_balanced.py`);
+    factors `train_lik = -rho_t * w * l_t` and `meta_lik = -rho_m * l_m`; any other site makes
+    `supported()` false.
     """
 
     kind = "fused"
@@ -302,9 +313,13 @@ class FusedPotential(TracePotential):
         if self.base is not None:
             self.base._validate_args = False
         self.sparsity = nodes["w_sum"]["fn"]
-        fn = self.sparsity
-        self._normal_sparsity = (float(fn.loc), float(fn.scale)) \
-            if type(fn) is dist.Normal and fn.loc.numel() == 1 and fn.scale.numel() == 1 else None
+        fn = self.sparsity.base_dist if isinstance(self.sparsity, dist.Independent) else self.sparsity
+        self._normal_sparsity = None  # (loc, scale) of a Normal sum prior: its gradient in closed form
+        if type(fn) is dist.Normal and fn.scale.numel() == 1:
+            if self.sum_groups is None and fn.loc.numel() == 1:
+                self._normal_sparsity = (float(fn.loc), float(fn.scale))
+            elif self.sum_groups is not None and fn.loc.shape == (problem.n_outputs,):  # one target per class
+                self._normal_sparsity = (fn.loc.detach().double(), float(fn.scale))
         locs, scales = [], []
         for s in self.globals:
             fn = nodes[s.name]["fn"]
@@ -324,8 +339,6 @@ class FusedPotential(TracePotential):
             return f"sites {sorted(names - theta_sites)} differ from {sorted(self.EXPECTED)}"
         if self.local_site != "w":
             return "no per-example site 'w' in the 'train' plate"
-        if self.sum_groups is not None:
-            return "the model keeps per-class weight sums"
         for name in theta_sites:
             fn = nodes[name]["fn"]
             while isinstance(fn, torch.distributions.Independent):
@@ -385,14 +398,15 @@ class FusedPotential(TracePotential):
         if n_m:
             lik = lik + (-self.rho_m * p.n_meta / n_m) * losses[n_t:].sum()
         # w_B: exact conditional, unscaled
+        labels = None if self.sum_groups is None else self.sum_groups[train_idx]
         if analytic:  # uniform base, Normal sum prior: d/du [-rho_t w l + log N(S) + log w(1-w)] in closed form
             lik.backward()
             loc, scale = self._normal_sparsity
-            pull = (w_sum_rest + w.sum() - loc) * (-1.0 / scale ** 2)
-            dw = l_t_d.mul(-self.rho_t).add_(pull.float())
+            pull = (self._totals(w_sum_rest, w, labels) - loc) * (-1.0 / scale ** 2)
+            dw = l_t_d.mul(-self.rho_t).add_((pull if labels is None else pull[labels]).float())
             g_u = dw.mul_(w * (1 - w)).add_(1 - 2 * w, alpha=temperature)
         else:
-            log_w = (-self.rho_t) * torch.dot(w, l_t_d) + self._sparsity_log_prob(w_sum_rest + w.sum()) \
+            log_w = (-self.rho_t) * torch.dot(w, l_t_d) + self._sparsity_log_prob(self._totals(w_sum_rest, w, labels)) \
                 + temperature * (F.logsigmoid(u).sum() + F.logsigmoid(-u).sum())
             if self.base is not None:
                 log_w = log_w + self.base.log_prob(w).sum()
@@ -426,7 +440,9 @@ class FusedPotential(TracePotential):
         lik = (-self.rho_t * p.n_train_total / n_t) * torch.dot(w_d, l_t)
         if n_m:
             lik = lik + (-self.rho_m * p.n_meta / n_m) * losses[n_t:].sum()
-        log_w = (-self.rho_t) * torch.dot(w, l_t_d) + self._sparsity_log_prob(w_sum_rest + w.sum()).float() \
+        labels = None if self.sum_groups is None else y[:n_t]  # the train rows' labels are the sum groups
+        log_w = (-self.rho_t) * torch.dot(w, l_t_d) \
+            + self._sparsity_log_prob(self._totals(w_sum_rest, w, labels)).float() \
             + temperature * (F.logsigmoid(u).sum() + F.logsigmoid(-u).sum())
         if self.base is not None:
             log_w = log_w + self.base.log_prob(w).sum()
@@ -434,10 +450,17 @@ class FusedPotential(TracePotential):
         stats = {"train_losses": l_t_d, "meta_losses": losses[n_t:].detach(), "w": w_d, "log_lik": lik.detach()}
         return value, stats
 
+    @staticmethod
+    def _totals(w_sum_rest: torch.Tensor, w: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
+        """The sum prior's argument: the rest's sum plus the batch's weights (per class when `labels` is given)."""
+        if labels is None:
+            return w_sum_rest + w.sum()
+        return w_sum_rest.index_add(0, labels, w.to(w_sum_rest.dtype))
+
     def _sparsity_log_prob(self, total: torch.Tensor) -> torch.Tensor:
         if self._normal_sparsity is not None:
             loc, scale = self._normal_sparsity
-            return -0.5 * ((total - loc) / scale).square()
+            return -0.5 * ((total - loc) / scale).square().sum()
         return self.sparsity.log_prob(total)
 
     def log_prior_theta(self, theta: torch.Tensor) -> torch.Tensor:
@@ -462,8 +485,8 @@ def check_agreement(a: TracePotential, b: TracePotential, theta: torch.Tensor, t
                     train_idx: torch.Tensor, meta_idx: torch.Tensor, rtol: float = 1e-4,
                     temperature: float = 0.5) -> str:
     """Empty string when both potentials give the same gradients at this state and batch, else what differs."""
-    w_all = a.weights(table).double()
-    rest = w_all.sum() - w_all[train_idx].sum()  # (the fused path has no per-class sums)
+    w_all = a.weights(table)
+    rest = weight_sum(a, w_all) - weight_sum(a, w_all[train_idx], train_idx)
     ga = a.grads(theta, table[train_idx], train_idx, meta_idx, rest, temperature)
     gb = b.grads(theta, table[train_idx], train_idx, meta_idx, rest, temperature)
     for name, x, y in (("theta", ga.theta, gb.theta), ("w", ga.local, gb.local)):
@@ -527,7 +550,7 @@ def log_joint_estimate(potential: TracePotential, theta: torch.Tensor, table: to
     value = stats["log_lik"] + potential.log_prior_theta(theta)
     if table is not None:
         w = torch.sigmoid(table)
-        value = value + potential._sparsity_log_prob(w.double().sum())
+        value = value + potential._sparsity_log_prob(weight_sum(potential, w))
         if potential.base is not None:
             value = value + potential.base.log_prob(w.clamp(1e-6, 1 - 1e-6)).sum()
     return float(value)

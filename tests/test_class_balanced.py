@@ -7,6 +7,7 @@ easy majority examples and drops the minority ones; the class-balanced prior kee
 import math
 
 import numpy as np
+import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -16,7 +17,7 @@ from pyro_dps.driver import SamplerConfig, fit
 from pyro_dps.kernels import psgld
 from pyro_dps.kernels.base import weight_sum
 from pyro_dps.models import bads, class_balanced
-from pyro_dps.potential import TracePotential, make_potential
+from pyro_dps.potential import FusedPotential, TracePotential, make_potential
 
 
 def _imbalanced(seed: int = 0) -> Problem:
@@ -29,12 +30,16 @@ def _imbalanced(seed: int = 0) -> Problem:
     return Problem(nn.Linear(4, 2), x, y, xm, ym)
 
 
-def test_per_class_gradient_equals_hand_written_formula():
-    """w_B gets -rho_t l_i - (S_{y_i} - target_{y_i}) / sigma^2 (plus the tempered Jacobian) in u-space."""
+@pytest.mark.parametrize("path", ["trace", "fused", "compiled-objective"])
+def test_per_class_gradient_equals_hand_written_formula(path):
+    """w_B gets -rho_t l_i - (S_{y_i} - target_{y_i}) / sigma^2 (plus the tempered Jacobian) in u-space,
+    from the trace path, the fused path and torch.func.grad of the compiled step's objective."""
     problem = _imbalanced()
     hyper = {"beta": 0.04, "sigma": 1.5, "rho_t": 1.0, "rho_m": 1.0, "prior_scale": 1.0}
-    potential = TracePotential(class_balanced.model, problem, hyper)
-    assert potential.sum_groups is not None and make_potential(class_balanced.model, problem, hyper).kind == "trace"
+    potential = (TracePotential if path == "trace" else FusedPotential)(class_balanced.model, problem, hyper)
+    assert potential.sum_groups is not None
+    if path != "trace":
+        assert potential.supported(), potential.reason
     gen = torch.Generator().manual_seed(2)
     theta = potential.init_theta(gen)
     u_all = torch.randn(problem.n_train, generator=gen)
@@ -42,7 +47,12 @@ def test_per_class_gradient_equals_hand_written_formula():
     w_all = torch.sigmoid(u_all).double()
     sums = torch.zeros(2, dtype=torch.float64).index_add_(0, problem.y_train, w_all)
     rest = sums - torch.zeros(2, dtype=torch.float64).index_add_(0, problem.y_train[idx], w_all[idx])
-    got = potential.grads(theta, u_all[idx], idx, torch.arange(12), rest, temperature=0.3).local
+    if path == "compiled-objective":
+        rows = torch.cat([idx, torch.arange(12) + problem.n_train])
+        (_, got), _ = torch.func.grad(potential.batch_log_joint, argnums=(0, 1), has_aux=True)(
+            theta, u_all[idx], problem.x_all[rows], problem.y_all[rows], rest, 0.3)
+    else:
+        got = potential.grads(theta, u_all[idx], idx, torch.arange(12), rest, temperature=0.3).local
 
     u = u_all[idx].clone().requires_grad_()
     w = torch.sigmoid(u)
@@ -58,9 +68,16 @@ def test_per_class_gradient_equals_hand_written_formula():
     torch.testing.assert_close(got, want.float(), rtol=1e-5, atol=1e-6)
 
 
-def test_kernel_keeps_per_class_sums_incrementally():
+def test_make_potential_takes_the_fused_path_for_the_class_balanced_model():
+    """The per-class sums are part of the fused structure; `make_potential` checks it against the trace."""
+    potential = make_potential(class_balanced.model, _imbalanced(), {"beta": 0.04, "sigma": 1.0})
+    assert potential.kind == "fused" and potential.sum_groups is not None
+
+
+@pytest.mark.parametrize("kind", ["fused", "trace"])
+def test_kernel_keeps_per_class_sums_incrementally(kind):
     problem = _imbalanced()
-    potential = make_potential(class_balanced.model, problem, {"beta": 0.04, "sigma": 1.0})
+    potential = make_potential(class_balanced.model, problem, {"beta": 0.04, "sigma": 1.0}, kind)
     gen = torch.Generator().manual_seed(0)
     alg = psgld(potential, 1e-3, temperature=0.01, local_step_size=1.0, generator=gen)
     state = alg.init(potential.init_theta(gen), torch.zeros(problem.n_train))

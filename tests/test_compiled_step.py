@@ -20,7 +20,7 @@ from pyro_dps.context import Problem
 from pyro_dps.driver import SamplerConfig, fit
 from pyro_dps.errors import ConfigError
 from pyro_dps.kernels import ALGORITHMS, MinibatchSampler
-from pyro_dps.models import bads, class_balanced
+from pyro_dps.models import bads, class_balanced, latent_beta
 from pyro_dps.networks import mlp
 from pyro_dps.potential import make_potential
 from pyro_dps.schedules import Polynomial
@@ -39,8 +39,9 @@ def problem():
     return Problem(mlp(64, 10, (32,)), x[:440], y[:440], x[440:], y[440:])
 
 
-def _chain(problem, kernel, compile, seed=0, steps=40, step_size=3e-3):
-    potential = make_potential(bads.model, problem, {"beta": 0.5}, "auto", torch.Generator().manual_seed(0))
+def _chain(problem, kernel, compile, seed=0, steps=40, step_size=3e-3, model=bads.model):
+    potential = make_potential(model, problem, {"beta": 0.5}, "auto", torch.Generator().manual_seed(0))
+    assert potential.kind == "fused"
     gen = torch.Generator().manual_seed(seed)
     settings = {"eps_precond": 1e-2} if kernel == "psgld" else {}
     alg = ALGORITHMS[kernel](potential, step_size, temperature=0.05, local_step_size=0.5, generator=gen,
@@ -71,6 +72,15 @@ def test_compiled_step_follows_the_eager_chain(problem, kernel):
         torch.testing.assert_close(compiled.stats[key], eager.stats[key], rtol=TOL, atol=TOL)
 
 
+def test_compiled_step_keeps_the_class_balanced_models_per_class_sums(problem):
+    eager = _chain(problem, "sgld", False, model=class_balanced.model)
+    compiled = _chain(problem, "sgld", True, model=class_balanced.model)
+    assert compiled.w_sum.shape == (10,)
+    assert _max_difference(eager, compiled) < TOL
+    exact = torch.zeros(10, dtype=torch.float64).index_add_(0, problem.y_train, torch.sigmoid(compiled.table).double())
+    torch.testing.assert_close(compiled.w_sum, exact, rtol=0, atol=1e-6)  # kept incrementally, per class
+
+
 def test_compiled_step_rejects_the_steps_the_eager_step_rejects(problem):
     """A step size so large that theta overflows: every later gradient is non-finite and is rejected."""
     eager = _chain(problem, "sgld", False, steps=12, step_size=1e36)
@@ -97,9 +107,8 @@ def test_fit_with_compile_matches_the_eager_fit(problem):
 
 
 def test_what_cannot_be_compiled_is_a_config_error(problem):
-    trace_potential = make_potential(class_balanced.model, problem, {"beta": 0.5}, "auto",
-                                     torch.Generator().manual_seed(0))
-    with pytest.raises(ConfigError, match="fused potential.*per-class"):
+    trace_potential = make_potential(latent_beta.model, problem, {}, "auto", torch.Generator().manual_seed(0))
+    with pytest.raises(ConfigError, match="fused potential.*beta"):
         ALGORITHMS["psgld"](trace_potential, 1e-3, compile=True)
     fused = make_potential(bads.model, problem, {"beta": 0.5}, "auto", torch.Generator().manual_seed(0))
     with pytest.raises(ConfigError, match="OptimizerNoiseRule"):

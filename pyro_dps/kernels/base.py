@@ -23,7 +23,7 @@ from pyro.infer.mcmc.mcmc_kernel import MCMCKernel
 
 from ..context import Problem
 from ..errors import ConfigError
-from ..potential import TracePotential, make_potential, summarize_stats
+from ..potential import TracePotential, make_potential, summarize_stats, weight_sum
 from ..schedules import make_schedule
 from .compiled import check_compilable, compiled_step
 
@@ -79,16 +79,6 @@ class UpdateRule(ABC):
         x.copy_(torch.where(ok, x, kept["x"]))
         for k, v in _tensor_aux(aux).items():
             v.copy_(torch.where(ok, v, kept[k]))
-
-
-def weight_sum(potential, w: torch.Tensor, rows: torch.Tensor | None = None) -> torch.Tensor:
-    """sum of the weights w (of training rows `rows`, all rows when None) in float64: a scalar, or per class
-    when the model keeps per-class sums (`potential.sum_groups`)."""
-    if potential.sum_groups is None:
-        return w.double().sum()
-    groups = potential.sum_groups if rows is None else potential.sum_groups[rows]
-    return torch.zeros(potential.problem.n_outputs, dtype=torch.float64, device=w.device).index_add_(
-        0, groups.to(w.device), w.double())
 
 
 def noise_like(x: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:

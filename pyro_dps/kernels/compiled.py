@@ -17,6 +17,7 @@ from typing import Any
 import torch
 
 from ..errors import ConfigError
+from ..potential import weight_sum
 
 _compiled = None  # one compiled function for every chain and kernel: dynamo guards on the rule's type and settings
 
@@ -44,7 +45,7 @@ def _step(potential, rule, local_rule, guard: bool, temperature: float, theta: t
     p = potential.problem
     u = table[train_idx]
     rows_aux = {k: v[train_idx] for k, v in table_aux.items()}
-    rest = w_sum - torch.sigmoid(u).double().sum()
+    rest = w_sum - weight_sum(potential, torch.sigmoid(u), train_idx)
     rows = torch.cat([train_idx, meta_idx + p.n_train])
     grad_fn = torch.func.grad(potential.batch_log_joint, argnums=(0, 1), has_aux=True)
     (g_theta, g_u), stats = grad_fn(theta, u, p.x_all[rows], p.y_all[rows], rest, temperature)
@@ -65,7 +66,7 @@ def _step(potential, rule, local_rule, guard: bool, temperature: float, theta: t
     table[train_idx] = u
     for k, v in rows_aux.items():
         table_aux[k][train_idx] = v
-    return rest + torch.sigmoid(u).double().sum(), stats
+    return rest + weight_sum(potential, torch.sigmoid(u), train_idx), stats
 
 
 def compiled_step():
