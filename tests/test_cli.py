@@ -59,6 +59,9 @@ def test_run_config(tmp_path):
     (SMALL.replace("noise_rate = 0.3", "noise_rate = 0.3\nn_train = 100"), "data.n_train is not used by data.source = 'digits'"),
     (SMALL.replace("[sampler]", "[sampler]\nshards = 3"),
      "multiple of shards"),
+    (SMALL.replace("[sampler]", '[sampler]\ncompile = "yes"'), "compile must be true or false"),
+    (SMALL.replace("[sampler]", "[sampler]\ncompile = true") + '\n[model]\nfile = "latent_beta"\n',
+     "compile = true needs the fused potential"),
 ])
 def test_bad_config_exits_2_and_leaves_nothing(tmp_path, capsys, text, needle):
     cfg = tmp_path / "bad.toml"
