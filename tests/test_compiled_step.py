@@ -130,6 +130,7 @@ def test_pyro_mcmc_runs_the_compiled_kernel_like_the_eager_one(problem):
                        compile=compile)
         mcmc = MCMC(kernel, num_samples=6, warmup_steps=4, disable_progbar=True)
         mcmc.run()
+        assert kernel.diagnostics()["compiled"] is compile and kernel.diagnostics()["potential"] == "fused"
         samples.append(mcmc.get_samples()["w"])
     assert samples[0].shape == (6, problem.n_train)
     torch.testing.assert_close(samples[1], samples[0], rtol=0, atol=TOL)

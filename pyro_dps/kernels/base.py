@@ -328,7 +328,8 @@ class SGMCMCKernel(MCMCKernel):
 
     def diagnostics(self) -> dict[str, Any]:
         s = self._state
-        out = {"steps": s.step, "potential": self.potential.kind}
+        out = {"steps": s.step, "potential": self.potential.kind,
+               "compiled": bool(self.algorithm_kwargs.get("compile", False))}
         if s.table is not None:
             out["w_mean"] = float(s.w_sum.sum()) / self.problem.n_train
         return out
