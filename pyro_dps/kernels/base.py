@@ -25,7 +25,7 @@ from ..context import Problem
 from ..errors import ConfigError
 from ..potential import TracePotential, make_potential, summarize_stats, weight_sum
 from ..schedules import make_schedule
-from .compiled import check_compilable, compiled_step
+from .compiled import check_compilable, compiled_step, count_rejection
 
 Batch = tuple[torch.Tensor, torch.Tensor]
 U_CLAMP = 15.0  # |u| bound: sigmoid(15) < 1 in float32, so weights stay inside (0, 1)
@@ -184,8 +184,8 @@ def blocked_langevin(potential: TracePotential, rule: UpdateRule, step_size, tem
     def step(state: SGMCMCState, batch: Batch, scale: float = 1.0) -> SGMCMCState:
         train_idx, meta_idx = batch
         t = state.step
+        eps_t, eps_u = eps_theta(t) * scale, eps_local(t) * scale
         if compile:
-            eps_t, eps_u = eps_theta(t) * scale, eps_local(t) * scale
             noisy = temperature > 0  # compilable rules draw theta's noise, then the rows', iff T > 0
             noise_t = theta_noise(state.theta) if noisy else None
             noise_u = local_noise(state.table.new_empty(train_idx.shape[0])) if noisy else None
@@ -213,7 +213,6 @@ def blocked_langevin(potential: TracePotential, rule: UpdateRule, step_size, tem
             ok = torch.isfinite(reduced.sum())
         elif guard:
             ok = torch.isfinite(g_theta.sum()) if g_local is None else torch.isfinite(g_theta.sum() + g_local.sum())
-        eps_t, eps_u = eps_theta(t) * scale, eps_local(t) * scale
         if guard:
             rule.apply_guarded(state.theta, g_theta, state.theta_aux, eps_t, temperature, theta_noise, ok)
         else:
@@ -231,10 +230,7 @@ def blocked_langevin(potential: TracePotential, rule: UpdateRule, step_size, tem
                 state.table_aux[k][at] = v.to(state.table.device)
             state.w_sum = local_rest + weight_sum(potential, potential.weights(u), train_idx)
         if guard:
-            bad = (~ok).long()
-            state.rejected += bad
-            state.run.mul_(bad).add_(bad)
-            torch.maximum(state.max_run, state.run, out=state.max_run)
+            count_rejection(ok, state.rejected, state.run, state.max_run)
         state.step = t + 1
         state.stats = grads.stats
         return state

@@ -36,6 +36,15 @@ def check_compilable(potential, rule, local_rule, comm=None) -> None:
         raise ConfigError("compile = true is not available for sharded (torchrun) runs yet")
 
 
+def count_rejection(ok: torch.Tensor, rejected: torch.Tensor, run: torch.Tensor, max_run: torch.Tensor) -> None:
+    """On the device: count a rejected step (`ok` false) in the total, the current run and the longest run
+    (used by the eager step too)."""
+    bad = (~ok).long()
+    rejected.add_(bad)
+    run.mul_(bad).add_(bad)
+    max_run.copy_(torch.maximum(max_run, run))
+
+
 def _step(potential, rule, local_rule, guard: bool, temperature: float, theta: torch.Tensor,
           theta_aux: dict[str, Any], table: torch.Tensor, table_aux: dict[str, torch.Tensor],
           train_idx: torch.Tensor, meta_idx: torch.Tensor, w_sum: torch.Tensor, eps_t: float, eps_u: float,
@@ -54,11 +63,7 @@ def _step(potential, rule, local_rule, guard: bool, temperature: float, theta: t
         ok = torch.isfinite(g_theta.sum() + g_u.sum())
         rule.apply_guarded(theta, g_theta, theta_aux, eps_t, temperature, noise_theta, ok)
         local_rule.apply_guarded(u, g_u, rows_aux, eps_u, temperature, noise_rows, ok)
-        rejected, run, max_run = counters
-        bad = (~ok).long()
-        rejected.add_(bad)
-        run.mul_(bad).add_(bad)
-        max_run.copy_(torch.maximum(max_run, run))
+        count_rejection(ok, *counters)
     else:
         rule.apply(theta, g_theta, theta_aux, eps_t, temperature, noise_theta)
         local_rule.apply(u, g_u, rows_aux, eps_u, temperature, noise_rows)
