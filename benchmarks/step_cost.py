@@ -10,6 +10,9 @@ excluding the data): CUDA - torch.cuda.max_memory_allocated; CPU - the peak of l
 from the allocation/free events the torch profiler records (profile_memory=True), which sees every
 CPU tensor torch allocates (tracemalloc does not). Ratios are to SGD-mixing.
 
+On CUDA each BADS stepper also runs a few steps under `torch.cuda.set_sync_debug_mode("error")`:
+"host syncs per step: none" proves that a step never waits on the device.
+
 A sweep times BADS steps over N_t in {1e3, 1e4, 1e5, 1e6} (synthetic data): a step is O(batch), so
 the time per step should not grow with N_t.
 
@@ -138,6 +141,27 @@ def method_factories(net, problem, b, bm, device) -> dict:
             "mwn": lambda: reweight_stepper("mwn", copy.deepcopy(net), problem, b, bm)}
 
 
+def host_syncs(steppers: dict, batches, device, steps: int = 5) -> dict[str, str]:
+    """CUDA only: run a few steps of each BADS stepper with torch's sync debug mode set to raise, so any
+    device-to-host synchronisation inside a step fails ("none" means the step never waits on the GPU)."""
+    out = {}
+    for name, step in steppers.items():
+        if not name.startswith("bads"):
+            continue
+        args = [batches() for _ in range(steps)]
+        torch.cuda.synchronize()
+        torch.cuda.set_sync_debug_mode("error")
+        try:
+            for a in args:
+                step(*a)
+            out[name] = "none"
+        except RuntimeError as exc:
+            out[name] = f"synchronises: {str(exc).splitlines()[0]}"
+        finally:
+            torch.cuda.set_sync_debug_mode("default")
+    return out
+
+
 def measure(steppers: dict, batches, steps: int, rounds: int, device) -> dict[str, float]:
     """Median seconds per step of each stepper over `steps` timed steps, measured in interleaved blocks."""
     times = {k: [] for k in steppers}
@@ -245,11 +269,15 @@ def main(argv=None):
         memory = {k: peak_memory(f, lambda: (tb(), mb()), args.memory_steps, device)
                   for k, f in method_factories(init, problem, b, bm, device).items()}
         memory_ratios = {f"{k}/sgd-mixing": v / memory["sgd-mixing"] for k, v in memory.items() if k != "sgd-mixing"}
+        if device.type == "cuda":  # the issue's "no host synchronisation inside a step", checked by torch
+            syncs = host_syncs(steppers, lambda: (tb(), mb()), device)
+            print(f"{name}: host syncs per step: " + ", ".join(f"{k} {v}" for k, v in syncs.items()))
         report["setups"][name] = {"batch": b, "meta_batch": bm, "potential": kinds["psgld"],
                                   "median_ms": {k: v * 1e3 for k, v in med.items()}, "ratios": ratios,
                                   "timed_steps": args.rounds * max(1, args.steps // args.rounds),
                                   "peak_memory_mb": {k: v / 2 ** 20 for k, v in memory.items()},
                                   "memory_ratios": memory_ratios,
+                                  "host_syncs": syncs if device.type == "cuda" else "not checked (CPU)",
                                   "memory_method": "cuda max_memory_allocated" if device.type == "cuda"
                                   else "torch.profiler CPU allocation events (peak live tensor bytes)"}
         print(f"{name}: " + ", ".join(f"{k} {v * 1e3:.3f} ms" for k, v in med.items()))
