@@ -222,9 +222,11 @@ class TracePotential:
             w = self.local_transform(u_leaf)
             data[self.local_site] = w
         ctx = ModelContext(self.problem, train_idx, meta_idx, w_sum_rest, self.memory)
-        with pyro.validation_enabled(False):  # a non-finite step is the divergence guard's to reject
+        # Validation off for the log probs too: Pyro's NaN/inf warnings read each site's value back to the host
+        # (a device sync per site) and hook every gradient; a non-finite step is the divergence guard's to reject.
+        with pyro.validation_enabled(False):
             tr = poutine.trace(poutine.condition(self.model, data=data)).get_trace(ctx, **self.hyper)
-        tr.compute_log_prob()
+            tr.compute_log_prob()
         scaled = temperature * log_jac
         unscaled = 0.0
         for site in tr.nodes.values():
@@ -311,15 +313,16 @@ class FusedPotential(TracePotential):
         if self.base is not None and self.base.batch_shape:
             self.base = _unexpand(self.base)
         if self.base is not None:
-            self.base._validate_args = False
-        self.sparsity = nodes["w_sum"]["fn"]
+            _without_validation(self.base)
+        self.sparsity = _without_validation(nodes["w_sum"]["fn"])
         fn = self.sparsity.base_dist if isinstance(self.sparsity, dist.Independent) else self.sparsity
-        self._normal_sparsity = None  # (loc, scale) of a Normal sum prior: its gradient in closed form
-        if type(fn) is dist.Normal and fn.scale.numel() == 1:
+        self._normal_sparsity = None  # (loc, scale) of a Normal sum prior with one scale: a closed-form gradient
+        if type(fn) is dist.Normal and bool((fn.scale == fn.scale.reshape(-1)[0]).all()):
+            scale = float(fn.scale.reshape(-1)[0])
             if self.sum_groups is None and fn.loc.numel() == 1:
-                self._normal_sparsity = (float(fn.loc), float(fn.scale))
+                self._normal_sparsity = (float(fn.loc), scale)
             elif self.sum_groups is not None and fn.loc.shape == (problem.n_outputs,):  # one target per class
-                self._normal_sparsity = (fn.loc.detach().double(), float(fn.scale))
+                self._normal_sparsity = (fn.loc.detach().double(), scale)
         locs, scales = [], []
         for s in self.globals:
             fn = nodes[s.name]["fn"]
@@ -467,6 +470,16 @@ class FusedPotential(TracePotential):
         """log p(theta) up to a constant (for the per-draw log joint)."""
         centred = theta if self.prior_loc is None else theta - self.prior_loc
         return -0.5 * (centred.square() * self.prior_precision).sum()
+
+
+def _without_validation(fn: torch.distributions.Distribution) -> torch.distributions.Distribution:
+    """Validation off on a distribution and the distributions inside it (a mixture's components): a
+    validated log_prob checks its value's support on the host, a device sync in every step."""
+    fn._validate_args = False
+    for value in vars(fn).values():
+        if isinstance(value, torch.distributions.Distribution):
+            _without_validation(value)
+    return fn
 
 
 def _unexpand(fn: dist.Distribution) -> dist.Distribution:
