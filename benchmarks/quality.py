@@ -43,7 +43,7 @@ import torch
 from pyro_dps.baselines import BASELINES, BETA_BASELINES, cleanlab_available, run_baseline
 from pyro_dps.config import load_config, sampler_config
 from pyro_dps.context import Problem
-from pyro_dps.data import DATA_ENV_VAR, DataSplits
+from pyro_dps.data import DATA_ENV_VAR, DataSplits, stratified_split
 from pyro_dps.driver import fit
 from pyro_dps.metrics import accuracy, noise_auroc
 from pyro_dps.model_loader import load_model
@@ -152,15 +152,8 @@ def run_method(method: str, config: dict, data: DataSplits, init_net: torch.nn.M
 
 def meta_split(data: DataSplits, seed: int) -> DataSplits:
     """(data with half of D_m as its meta set, the same with the other half as its 'test' set), per class."""
-    gen = torch.Generator().manual_seed(90_001 + seed)
-    fit_rows, val_rows = [], []
-    for c in torch.unique(data.y_meta):
-        rows = (data.y_meta == c).nonzero().flatten()
-        rows = rows[torch.randperm(rows.numel(), generator=gen)]
-        k = max(1, rows.numel() // 2) if rows.numel() > 1 else 1
-        fit_rows.append(rows[:k])
-        val_rows.append(rows[k:] if rows.numel() > 1 else rows)
-    f, v = torch.cat(fit_rows), torch.cat(val_rows)
+    f, v = stratified_split(data.y_meta, 0.5, 90_001 + seed)
+    v = torch.cat([v, f[torch.bincount(data.y_meta)[data.y_meta[f]] == 1]])  # a lone example is in both halves
     return dataclasses.replace(data, x_meta=data.x_meta[f], y_meta=data.y_meta[f], x_test=data.x_meta[v],
                                y_test=data.y_meta[v])
 

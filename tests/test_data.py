@@ -21,6 +21,7 @@ from pyro_dps.data import (
     from_datasets,
     long_tail,
     long_tail_counts,
+    stratified_split,
     symmetric_noise,
 )
 from pyro_dps.errors import ConfigError, DataError
@@ -223,6 +224,21 @@ def test_from_datasets_errors() -> None:
     ragged = [(np.zeros(4), 0), (np.zeros(5), 1)]
     with pytest.raises(DataError, match=r"x_test: item 1 has shape \(5,\)"):
         from_datasets(good, good, ragged)  # type: ignore[arg-type]
+
+
+# ---------------------------------------------------------------- stratified split
+
+
+def test_stratified_split_holds_out_a_fraction_of_every_class_and_keeps_singletons_for_fitting() -> None:
+    y = torch.tensor([0] * 10 + [1] * 5 + [2] + [3] * 2)
+    fit, val = stratified_split(y, 0.5, seed=3)
+    assert sorted(torch.cat([fit, val]).tolist()) == list(range(y.numel()))  # a partition of the rows
+    assert torch.bincount(y[val], minlength=4).tolist() == [5, 3, 0, 1]  # n / 2 rounded half up; the singleton fits
+    assert torch.bincount(y[fit], minlength=4).tolist() == [5, 2, 1, 1]
+    # 0.2 of 10 and of 5 rounds to 2 and 1; a class of 2 still holds one out (at least 1, at most n - 1)
+    assert torch.bincount(y[stratified_split(y, 0.2, seed=3)[1]], minlength=4).tolist() == [2, 1, 0, 1]
+    assert torch.equal(val, stratified_split(y, 0.5, seed=3)[1])
+    assert not torch.equal(val, stratified_split(y, 0.5, seed=4)[1])
 
 
 # ---------------------------------------------------------------- symmetric noise

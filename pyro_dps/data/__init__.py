@@ -24,6 +24,7 @@ from pyro_dps.data.loaders import (
     load_npz,
 )
 from pyro_dps.data.splits import DataSplits, from_arrays, from_datasets
+from pyro_dps.data.stratified import stratified_split
 from pyro_dps.data.text import REVIEW_DOMAINS, load_reviews, mean_weight_by_domain, reviews_splits
 
 __all__ = [
@@ -55,5 +56,6 @@ __all__ = [
     "mnist_4v9_splits",
     "mnist_like_noisy_splits",
     "reviews_splits",
+    "stratified_split",
     "symmetric_noise",
 ]
