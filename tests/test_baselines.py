@@ -14,11 +14,13 @@ from pyro_dps.baselines import (BASELINES, BETA_BASELINES, SCORED_BASELINES, blo
                                 cds_with_scores, contrastive_scores, duplicate_rows, mwn_with_scores, random_subset,
                                 run_baseline)
 from pyro_dps.baselines.cds import top_fraction_hook
+from pyro_dps.baselines.mixing_early_stop import mixing_es_with_history
 from pyro_dps.data import from_arrays
+from pyro_dps.errors import ConfigError, DataError
 from pyro_dps.losses import cross_entropy
 from pyro_dps.metrics import accuracy, noise_auroc
 from pyro_dps.networks import mlp
-from pyro_dps.training import Trainer, predict_proba, train
+from pyro_dps.training import Trainer, per_example_loss, predict_proba, train
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -50,6 +52,7 @@ def blobs(n_train=300, flip=0.3, n_meta=20, n_test=200, seed=0, sep=2.0):
 # The package re-exports each function under its module's name, so fetch the modules themselves.
 duplicate_meta_module = importlib.import_module("pyro_dps.baselines.duplicate_meta")
 meta_only_module = importlib.import_module("pyro_dps.baselines.meta_only")
+mixing_es_module = importlib.import_module("pyro_dps.baselines.mixing_early_stop")
 random_select_module = importlib.import_module("pyro_dps.baselines.random_select")
 
 
@@ -135,6 +138,105 @@ def test_meta_only_ignores_the_training_set(monkeypatch):
     captured = _capture_train(monkeypatch, meta_only_module)
     meta_only_module.meta_only(fresh_net(), data, 5, lr=1e-2)
     assert torch.equal(captured["x"], data.x_meta) and captured["kwargs"] == {"lr": 1e-2}
+
+
+# --- mixing with early stopping on held-out meta examples ---------------------------------------------------
+
+def noisy_classes(n_train=300, meta_per_class=20, n_test=400, k=4, dim=10, noise=0.6, seed=0):
+    """k Gaussian classes in `dim` dimensions; a `noise` fraction of the training labels moved to another class.
+
+    At 60% noise the true class is still the most frequent label (40% vs 20% each), so a 256-unit MLP
+    first learns the classes and then memorises the wrong labels: the held-out loss falls, then rises.
+    """
+    g = torch.Generator().manual_seed(seed)
+    means = torch.randn(k, dim, generator=g)
+
+    def draw(y):
+        return means[y] + torch.randn(y.numel(), dim, generator=g), y
+
+    (xt, yt), (xs, ys) = draw(torch.randint(0, k, (n_train,), generator=g)), draw(torch.randint(0, k, (n_test,),
+                                                                                                 generator=g))
+    xm, ym = draw(torch.arange(k).repeat_interleave(meta_per_class))
+    flip = torch.rand(n_train, generator=g) < noise
+    y_obs = yt.clone()
+    y_obs[flip] = (yt[flip] + torch.randint(1, k, (int(flip.sum()),), generator=g)) % k
+    return from_arrays(xt, y_obs, xm, ym, xs, ys, num_classes=k, clean=(y_obs == yt), y_train_true=yt)
+
+
+def overfitting_run(seed=0, steps=300, **settings):
+    data = noisy_classes(seed=seed)
+    torch.manual_seed(seed)
+    init = mlp(10, 4, (256,))
+    net, history = mixing_es_with_history(copy.deepcopy(init), data, steps, seed=seed, lr=1e-2, batch_size=64,
+                                          **settings)
+    return data, init, net, history
+
+
+def test_mixing_es_returns_the_checkpoint_with_the_lowest_held_out_loss():
+    data, init, net, history = overfitting_run()
+    assert len(history.steps) == 20 and history.steps[-1] == 300  # default: about 20 evaluations, the last one
+    best = min(history.val_loss)
+    assert history.best_step == history.steps[history.val_loss.index(best)]
+    held_out = per_example_loss(net, data.x_meta[history.val_rows], data.y_meta[history.val_rows]).mean()
+    assert float(held_out) == pytest.approx(best, rel=1e-6)
+    # 60% noise: the held-out loss bottoms out early and the last iterate has overfitted
+    assert history.best_step <= 150 and history.val_loss[-1] > 1.3 * best
+    full = train(copy.deepcopy(init), torch.cat([data.x_train, data.x_meta]), torch.cat([data.y_train, data.y_meta]),
+                 300, seed=0, lr=1e-2, batch_size=64)  # plain mixing for the whole budget
+    es_test, full_test = (float(per_example_loss(m, data.x_test, data.y_test).mean()) for m in (net, full))
+    assert es_test < 0.8 * full_test
+
+
+def test_mixing_es_never_trains_on_held_out_rows_and_makes_exactly_the_budget(monkeypatch):
+    seen = {}
+
+    class SpyTrainer(Trainer):
+        def __init__(self, net, x, y, **kwargs):
+            seen.update(x=x, y=y, kwargs=kwargs, steps=0)
+            super().__init__(net, x, y, **kwargs)
+
+        def step(self):
+            seen["steps"] += 1
+            return super().step()
+
+    monkeypatch.setattr(mixing_es_module, "Trainer", SpyTrainer)
+    data = blobs(n_meta=21)
+    _, history = mixing_es_with_history(fresh_net(), data, 47, seed=2, eval_every=10, lr=1e-2, batch_size=32)
+    assert seen["steps"] == 47 and history.steps == [10, 20, 30, 40, 47]
+    assert seen["kwargs"] == {"seed": 2, "loss": cross_entropy, "lr": 1e-2, "batch_size": 32}
+    fit, val = history.fit_rows, history.val_rows
+    assert sorted(torch.cat([fit, val]).tolist()) == list(range(21)) and val.numel() >= 9
+    assert torch.equal(seen["x"], torch.cat([data.x_train, data.x_meta[fit]]))
+    assert torch.equal(seen["y"], torch.cat([data.y_train, data.y_meta[fit]]))
+    trained_on = {tuple(r) for r in seen["x"].tolist()}
+    assert not any(tuple(r) in trained_on for r in data.x_meta[val].tolist())
+
+
+def test_mixing_es_is_deterministic_given_the_seed():
+    a, b, c = (overfitting_run(seed=0, steps=60, eval_every=10, val_fraction=v)[2] for v in (0.5, 0.5, 0.3))
+    for pa, pb in zip(a.parameters(), b.parameters()):
+        assert torch.equal(pa, pb)
+    assert any(not torch.equal(pa, pc) for pa, pc in zip(a.parameters(), c.parameters()))
+
+
+@pytest.mark.parametrize("settings, field", [({"val_fraction": 0.0}, "val_fraction"),
+                                             ({"val_fraction": 1.0}, "val_fraction"),
+                                             ({"val_fraction": True}, "val_fraction"),
+                                             ({"val_fraction": "0.5"}, "val_fraction"),
+                                             ({"eval_every": 0}, "eval_every"),
+                                             ({"eval_every": 2.5}, "eval_every"),
+                                             ({"eval_every": True}, "eval_every")])
+def test_mixing_es_rejects_bad_settings(settings, field):
+    with pytest.raises(ConfigError, match=field):
+        BASELINES["mixing_es"](fresh_net(), blobs(), 5, **settings)
+
+
+def test_mixing_es_needs_a_class_with_two_meta_examples():
+    data = blobs()
+    data = from_arrays(data.x_train, data.y_train, data.x_meta[:2], torch.tensor([0, 1]), data.x_test, data.y_test,
+                       num_classes=2)  # one meta example per class: nothing left to hold out
+    with pytest.raises(DataError, match="held-out"):
+        BASELINES["mixing_es"](fresh_net(), data, 5)
 
 
 # --- BLO and Meta-Weight-Net -----------------------------------------------------------------------------

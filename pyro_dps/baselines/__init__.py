@@ -21,11 +21,13 @@ from .cleanlab_filter import cleanlab_available, cleanlab_baseline, cleanlab_wit
 from .duplicate_meta import duplicate_meta, duplicate_rows
 from .meta_only import meta_only
 from .mixing import mixing
+from .mixing_early_stop import EarlyStopHistory, mixing_es, mixing_es_with_history
 from .mwn import MetaWeightHook, WeightNet, mwn, mwn_with_scores
 from .random_select import random_select, random_subset
 
 BASELINES: dict[str, Callable[..., nn.Module]] = {
     "mixing": mixing,
+    "mixing_es": mixing_es,  # mixing stopped at the best loss on a held-out part of D_m
     "meta_only": meta_only,
     "random_select": random_select,
     "duplicate_meta": duplicate_meta,
@@ -48,6 +50,7 @@ BETA_BASELINES = frozenset({"random_select", "cds"})
 
 # Settings a baseline accepts beyond the shared loop's (steps, seed, lr, optimizer, batch_size, weight_decay).
 EXTRA_SETTINGS: dict[str, dict[str, type | tuple[type, ...]]] = {
+    "mixing_es": {"val_fraction": float, "eval_every": int},
     "random_select": {"beta": float},
     "blo": {"meta_batch_size": int, "virtual_lr": float},
     "mwn": {"meta_batch_size": int, "virtual_lr": float, "meta_lr": float, "hidden": int},
@@ -66,7 +69,8 @@ def run_baseline(name: str, net: nn.Module, data: DataSplits, steps: int,
     return BASELINES[name](net, data, steps, **settings), None
 
 
-__all__ = ["BASELINES", "BETA_BASELINES", "EXTRA_SETTINGS", "MetaWeightHook", "SCORED_BASELINES", "WeightNet",
-           "blo", "blo_weights", "blo_with_scores", "cds", "cds_with_scores", "cleanlab_available",
+__all__ = ["BASELINES", "BETA_BASELINES", "EXTRA_SETTINGS", "EarlyStopHistory", "MetaWeightHook", "SCORED_BASELINES",
+           "WeightNet", "blo", "blo_weights", "blo_with_scores", "cds", "cds_with_scores", "cleanlab_available",
            "cleanlab_baseline", "cleanlab_with_scores", "contrastive_scores", "duplicate_meta", "duplicate_rows",
-           "meta_only", "mixing", "mwn", "mwn_with_scores", "random_select", "random_subset", "run_baseline"]
+           "meta_only", "mixing", "mixing_es", "mixing_es_with_history", "mwn", "mwn_with_scores", "random_select",
+           "random_subset", "run_baseline"]
