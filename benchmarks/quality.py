@@ -66,7 +66,8 @@ SCENARIOS = {
     "digits-lt20": ("digits_balancing.toml", "digits", None),
     "digits-sym0.5": ("digits_denoising.toml", "digits", None),
 }
-METHODS = ["bads", "mixing", "meta_only", "random_select", "duplicate_meta", "blo", "mwn", "cds", "cleanlab"]
+METHODS = ["bads", "mixing", "mixing_es", "meta_only", "random_select", "duplicate_meta", "blo", "mwn", "cds",
+           "cleanlab"]
 SCORING = {"bads", "blo", "mwn", "cds", "cleanlab"}
 
 PRESETS = {
@@ -219,14 +220,15 @@ def markdown(doc: dict) -> str:
         for m in [m for m in methods if m in SCORING]:
             lines.append(f"| {m} | " + " | ".join(_cell(doc["scenarios"][s]["summary"].get(m, {}).get("noise_auroc"))
                                                 for s in noisy) + " |")
-    lines += ["", "Seconds per run (mean):", "", "| method | " + " | ".join(scenarios) + " |",
-              "|---|" + "---|" * len(scenarios)]
-    for m in methods:
-        cells = []
-        for s in scenarios:
-            st = doc["scenarios"][s]["summary"].get(m, {}).get("seconds")
-            cells.append("-" if not st or st["mean"] is None else f"{st['mean']:.1f}")
-        lines.append(f"| {m} | " + " | ".join(cells) + " |")
+    for key, title in (("seconds", "Seconds per run (mean):"),
+                       ("cpu_seconds", "CPU seconds per run (mean; all threads of the process):")):
+        lines += ["", title, "", "| method | " + " | ".join(scenarios) + " |", "|---|" + "---|" * len(scenarios)]
+        for m in methods:
+            cells = []
+            for s in scenarios:
+                st = doc["scenarios"][s]["summary"].get(m, {}).get(key)
+                cells.append("-" if not st or st["mean"] is None else f"{st['mean']:.1f}")
+            lines.append(f"| {m} | " + " | ".join(cells) + " |")
     steps = {s: doc["scenarios"][s]["steps"] for s in scenarios}
     lines += ["", "Steps per method: " + ", ".join(f"{s} {n}" for s, n in steps.items()) + "."]
     return "\n".join(lines) + "\n"
