@@ -123,6 +123,14 @@ class Communicator:
         dist.all_reduce(out, op=dist.ReduceOp.SUM, group=self.group)
         return out
 
+    def all_gather_cat(self, x: torch.Tensor) -> torch.Tensor:
+        """Every rank's `x` (the same shape on every rank) concatenated along dim 0 in rank order."""
+        if self.world == 1:
+            return x
+        parts = [torch.empty_like(x) for _ in range(self.world)]
+        dist.all_gather(parts, x.contiguous(), group=self.group)
+        return torch.cat(parts)
+
     def gather_rows(self, x: torch.Tensor, layout: ShardLayout) -> torch.Tensor:
         """Every rank's shard rows concatenated in shard order (all ranks receive the whole)."""
         if self.world == 1:

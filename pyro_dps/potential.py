@@ -305,8 +305,9 @@ class FusedPotential(TracePotential):
         if self.reason:
             return
         nodes = self.reference.nodes
-        self.rho_t = float(self.hyper.get("rho_t", 1.0))
-        self.rho_m = float(self.hyper.get("rho_m", 1.0))
+        self.rho_t, self.rho_m = self._factor_constants()
+        if self.reason:
+            return
         base = nodes["w"]["fn"]
         self.base = None if isinstance(base, dist.Uniform) and float(base.low.max()) == 0.0 \
             and float(base.high.min()) == 1.0 else base
@@ -357,6 +358,21 @@ class FusedPotential(TracePotential):
             return "w_sum is not observed"
         return ""
 
+    def _factor_constants(self) -> tuple[float, float]:
+        """(rho_t, rho_m) read off the probe trace: train_lik = -rho_t w l and meta_lik = -rho_m l, whatever the
+        model calls its hyper-parameters or however it derives them (e.g. a default from the data sizes)."""
+        nodes, (l_t, l_m) = self.reference.nodes, self._probe_ctx._losses[1]
+        w = nodes["w"]["value"]
+        consts = []
+        for site, per_unit in (("train_lik", w * l_t), ("meta_lik", l_m)):
+            value = nodes[site]["fn"].log_factor
+            ratio = -value.sum() / per_unit.sum()
+            if not per_unit.numel() or not bool(torch.allclose(value, -ratio * per_unit, rtol=1e-4, atol=1e-6)):
+                self.reason = self.reason or f"factor {site!r} is not a constant times -{'w * loss' if site == 'train_lik' else 'loss'}"
+                return 1.0, 1.0
+            consts.append(float(ratio))
+        return consts[0], consts[1]
+
     def supported(self) -> bool:
         return not self.reason
 
@@ -381,25 +397,57 @@ class FusedPotential(TracePotential):
             self._params.append(param)
         net.__dict__["_dps_flat_owner"] = self._token  # another potential on the same network rebinds it
 
-    def grads(self, theta, u_batch, train_idx, meta_idx, w_sum_rest, temperature: float = 1.0) -> Gradients:
+    def _forward(self, theta: torch.Tensor, train_idx: torch.Tensor, meta_idx: torch.Tensor) -> torch.Tensor:
+        """The batch's per-example losses (train rows, then meta rows), on the module bound to theta's buffer."""
         p = self.problem
         if p.net.__dict__.get("_dps_flat_owner", -1) != self._token:
             self._bind_flat_parameters()
         with torch.no_grad():
             self._theta_buffer.copy_(theta)
             self._grad_buffer.zero_()
+        rows = torch.cat([train_idx, meta_idx + p.n_train]) if meta_idx.numel() else train_idx
+        return p.loss(p.net(p.x_all[rows]), p.y_all[rows])
+
+    def _likelihood(self, w: torch.Tensor, losses: torch.Tensor) -> torch.Tensor:
+        """theta's minibatch estimate of the two likelihood factors (plate scales N/|B|), weights held fixed."""
+        p, n_t = self.problem, w.shape[0]
+        lik = (-self.rho_t * p.n_train_total / n_t) * torch.dot(w.detach(), losses[:n_t])
+        if losses.shape[0] > n_t:
+            lik = lik + (-self.rho_m * p.n_meta / (losses.shape[0] - n_t)) * losses[n_t:].sum()
+        return lik
+
+    def _theta_gradient(self, theta: torch.Tensor) -> torch.Tensor:
+        """The flat gradient buffer (holding the likelihood's gradient) plus the Gaussian prior's gradient."""
+        g = self._grad_buffer
+        centred = theta if self.prior_loc is None else theta - self.prior_loc
+        if isinstance(self.prior_precision, float):
+            g.add_(centred, alpha=-self.prior_precision)
+        else:
+            g.sub_(centred * self.prior_precision)
+        return g
+
+    def grads_given(self, theta: torch.Tensor, train_idx: torch.Tensor, meta_idx: torch.Tensor,
+                    weights_for: Callable[[torch.Tensor], torch.Tensor]) -> Gradients:
+        """One forward and one backward pass with the batch's weights chosen from their losses in between:
+        `weights_for(losses)` returns the weights (the exact conditional draw given theta), theta's gradient
+        uses them, and they come back as `local`."""
+        losses = self._forward(theta, train_idx, meta_idx)
+        n_t = train_idx.numel()
+        w = weights_for(losses[:n_t].detach())
+        lik = self._likelihood(w, losses)
+        lik.backward()
+        stats = {"train_losses": losses[:n_t].detach(), "meta_losses": losses[n_t:].detach(), "w": w,
+                 "log_lik": lik.detach()}
+        return Gradients(self._theta_gradient(theta), w, stats)
+
+    def grads(self, theta, u_batch, train_idx, meta_idx, w_sum_rest, temperature: float = 1.0) -> Gradients:
         analytic = self.base is None and self._normal_sparsity is not None
         u = u_batch.detach() if analytic else u_batch.detach().requires_grad_()
         w = torch.sigmoid(u)
-        n_t, n_m = train_idx.numel(), meta_idx.numel()
-        rows = torch.cat([train_idx, meta_idx + p.n_train]) if n_m else train_idx
-        losses = p.loss(p.net(p.x_all[rows]), p.y_all[rows])
-        l_t = losses[:n_t]
-        w_d, l_t_d = w.detach(), l_t.detach()
-        # theta: minibatch estimate of the likelihood factors (plate scale N/|B|)
-        lik = (-self.rho_t * p.n_train_total / n_t) * torch.dot(w_d, l_t)
-        if n_m:
-            lik = lik + (-self.rho_m * p.n_meta / n_m) * losses[n_t:].sum()
+        losses = self._forward(theta, train_idx, meta_idx)
+        n_t = train_idx.numel()
+        w_d, l_t_d = w.detach(), losses[:n_t].detach()
+        lik = self._likelihood(w_d, losses)  # theta: minibatch estimate of the likelihood factors
         # w_B: exact conditional, unscaled
         labels = None if self.sum_groups is None else self.sum_groups[train_idx]
         if analytic:  # uniform base, Normal sum prior: d/du [-rho_t w l + log N(S) + log w(1-w)] in closed form
@@ -415,14 +463,8 @@ class FusedPotential(TracePotential):
                 log_w = log_w + self.base.log_prob(w).sum()
             (lik + log_w).backward()
             g_u = u.grad
-        g = self._grad_buffer
-        centred = theta if self.prior_loc is None else theta - self.prior_loc
-        if isinstance(self.prior_precision, float):
-            g.add_(centred, alpha=-self.prior_precision)
-        else:
-            g.sub_(centred * self.prior_precision)
         stats = {"train_losses": l_t_d, "meta_losses": losses[n_t:].detach(), "w": w_d, "log_lik": lik.detach()}
-        return Gradients(g, g_u, stats)
+        return Gradients(self._theta_gradient(theta), g_u, stats)
 
     def batch_log_joint(self, theta: torch.Tensor, u: torch.Tensor, x: torch.Tensor, y: torch.Tensor,
                         w_sum_rest: torch.Tensor, temperature: float = 1.0):
@@ -433,16 +475,11 @@ class FusedPotential(TracePotential):
         blocks; written without module state or `.backward()` so that `torch.compile` can fuse the step
         (`kernels/compiled.py`). Returns (value, stats).
         """
-        p, n_t = self.problem, u.shape[0]
-        n_m = x.shape[0] - n_t
-        params = {s.name[len("theta."):]: theta[s.offset:s.offset + s.numel].view(s.shape) for s in self.globals}
-        losses = p.loss(p.forward(params, x), y)
-        l_t = losses[:n_t]
+        n_t = u.shape[0]
+        losses = self._functional_losses(theta, x, y)
         w = torch.sigmoid(u)
-        w_d, l_t_d = w.detach(), l_t.detach()
-        lik = (-self.rho_t * p.n_train_total / n_t) * torch.dot(w_d, l_t)
-        if n_m:
-            lik = lik + (-self.rho_m * p.n_meta / n_m) * losses[n_t:].sum()
+        w_d, l_t_d = w.detach(), losses[:n_t].detach()
+        lik = self._likelihood(w_d, losses)
         labels = None if self.sum_groups is None else y[:n_t]  # the train rows' labels are the sum groups
         log_w = (-self.rho_t) * torch.dot(w, l_t_d) \
             + self._sparsity_log_prob(self._totals(w_sum_rest, w, labels)).float() \
@@ -452,6 +489,21 @@ class FusedPotential(TracePotential):
         value = lik + log_w + self.log_prior_theta(theta)
         stats = {"train_losses": l_t_d, "meta_losses": losses[n_t:].detach(), "w": w_d, "log_lik": lik.detach()}
         return value, stats
+
+    def theta_log_joint(self, theta: torch.Tensor, x: torch.Tensor, y: torch.Tensor, n_t: int,
+                        weights_for: Callable[[torch.Tensor], torch.Tensor]):
+        """`grads_given`'s objective as a pure function of theta (for `torch.func.grad` in the compiled step):
+        the first `n_t` rows of (x, y) are the train batch; returns (value, (weights, stats))."""
+        losses = self._functional_losses(theta, x, y)
+        w = weights_for(losses[:n_t].detach())
+        lik = self._likelihood(w, losses)
+        stats = {"train_losses": losses[:n_t].detach(), "meta_losses": losses[n_t:].detach(), "w": w.detach(),
+                 "log_lik": lik.detach()}
+        return lik + self.log_prior_theta(theta), (w.detach(), stats)
+
+    def _functional_losses(self, theta: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        params = {s.name[len("theta."):]: theta[s.offset:s.offset + s.numel].view(s.shape) for s in self.globals}
+        return self.problem.loss(self.problem.forward(params, x), y)
 
     @staticmethod
     def _totals(w_sum_rest: torch.Tensor, w: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
@@ -555,14 +607,14 @@ def _traced(model: Callable, problem: Problem, hyper: dict[str, Any] | None, why
     return trace
 
 
-def log_joint_estimate(potential: TracePotential, theta: torch.Tensor, table: torch.Tensor | None,
+def log_joint_estimate(potential: TracePotential, theta: torch.Tensor, w: torch.Tensor | None,
                        stats: dict[str, torch.Tensor]) -> float:
-    """Per-draw log joint: the last minibatch's likelihood estimate plus exact priors (O(N_t), at record time only)."""
+    """Per-draw log joint: the last minibatch's likelihood estimate plus exact priors (O(N_t), at record time
+    only); `w` are all N_t table weights."""
     if "log_joint" in stats:
         return float(stats["log_joint"])
     value = stats["log_lik"] + potential.log_prior_theta(theta)
-    if table is not None:
-        w = torch.sigmoid(table)
+    if w is not None:
         value = value + potential._sparsity_log_prob(weight_sum(potential, w))
         if potential.base is not None:
             value = value + potential.base.log_prob(w.clamp(1e-6, 1 - 1e-6)).sum()

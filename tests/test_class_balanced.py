@@ -81,10 +81,10 @@ def test_kernel_keeps_per_class_sums_incrementally(kind):
     potential = make_potential(class_balanced.model, problem, {"beta": 0.04, "sigma": 1.0}, kind)
     gen = torch.Generator().manual_seed(0)
     alg = psgld(potential, 1e-3, temperature=0.01, local_step_size=1.0, generator=gen)
-    state = alg.init(potential.init_theta(gen), torch.zeros(problem.n_train))
+    state = alg.init(potential.init_theta(gen), torch.full((problem.n_train,), 0.5))
     for _ in range(200):
         state = alg.step(state, (torch.randperm(306, generator=gen)[:32], torch.randperm(12, generator=gen)[:6]))
-    exact = weight_sum(potential, potential.weights(state.table))
+    exact = weight_sum(potential, alg.weights(state.table))
     assert state.w_sum.shape == (2,)
     # float64 sums of float32 weights: 200 steps of add/subtract leave ~1e-8 of rounding, far below one weight
     torch.testing.assert_close(state.w_sum, exact, rtol=0, atol=1e-6)

@@ -106,10 +106,24 @@ def test_fused_path_disagreeing_with_its_model_is_caught():
         with pyro.plate("meta", ctx.n_meta, subsample=ctx.meta_idx):
             pyro.factor("meta_lik", -rho_m * ctx.meta_losses(theta))
 
+    def doubled_sum_model(ctx, beta=0.5, sigma=None, rho_t=1.0, rho_m=1.0, prior_scale=1.0):
+        theta = bads.theta_prior(ctx, prior_scale)
+        with pyro.plate("train", ctx.n_train, subsample=ctx.train_idx):
+            w = pyro.sample("w", dist.Uniform(0.0, 1.0))
+            pyro.factor("train_lik", -rho_t * w * ctx.train_losses(theta))
+        pyro.sample("w_sum", bads.sparsity_prior(ctx.n_train, beta, sigma), obs=2 * ctx.w_sum(w))
+        with pyro.plate("meta", ctx.n_meta, subsample=ctx.meta_idx):
+            pyro.factor("meta_lik", -rho_m * ctx.meta_losses(theta))
+
     problem = _problem()
+    # the factor's form is read off the probe trace: a squared loss is not -rho_t * w * loss
     assert make_potential(squared_loss_model, problem, {}).kind == "trace"
-    with pytest.raises(ModelError, match="disagrees"):
+    with pytest.raises(ModelError, match="train_lik"):
         make_potential(squared_loss_model, problem, {}, kind="fused")
+    # the same sites and factors but the sum prior on 2 * sum w: only the gradient check against the trace sees it
+    assert make_potential(doubled_sum_model, problem, {}).kind == "trace"
+    with pytest.raises(ModelError, match="disagrees"):
+        make_potential(doubled_sum_model, problem, {}, kind="fused")
 
 
 def test_two_fused_potentials_on_one_network_do_not_share_parameters():

@@ -67,7 +67,7 @@ def test_a_step_never_reads_the_device_back(problem, name, kernel):
     assert potential.kind == EXPECTED_KIND[name]
     gen = torch.Generator().manual_seed(1)
     alg = ALGORITHMS[kernel](potential, 1e-3, temperature=0.01, local_step_size=0.1, generator=gen)
-    state = alg.init(potential.init_theta(gen), torch.zeros(problem.n_train) if potential.local_site else None)
+    state = alg.init(potential.init_theta(gen), torch.full((problem.n_train,), 0.5) if potential.local_site else None)
     train, meta = MinibatchSampler(200, 32, gen, problem.device), MinibatchSampler(60, 20, gen, problem.device)
     for _ in range(3):  # first steps may set things up
         state = alg.step(state, (train(), meta()))

@@ -20,12 +20,14 @@ from typing import Any, Callable
 
 import torch
 from pyro.infer.mcmc.mcmc_kernel import MCMCKernel
+from torch.distributions.transforms import identity_transform
 
 from ..context import Problem
 from ..errors import ConfigError
 from ..potential import TracePotential, make_potential, summarize_stats, weight_sum
 from ..schedules import make_schedule
 from .compiled import check_compilable, compiled_step, count_rejection
+from .conditional import conditional_weights, exact_weights_reason
 
 Batch = tuple[torch.Tensor, torch.Tensor]
 U_CLAMP = 15.0  # |u| bound: sigmoid(15) < 1 in float32, so weights stay inside (0, 1)
@@ -60,6 +62,9 @@ class UpdateRule(ABC):
     def init_global(self, x: torch.Tensor) -> dict[str, Any]:
         """State for the global block theta, which always moves as a whole (a rule may keep scalars)."""
         return self.init(x)
+
+    def end_warmup(self, aux: dict[str, Any]) -> None:
+        """Fix whatever the rule adapts from the chain's gradients (called once, at the end of warm-up)."""
 
     @abstractmethod
     def apply(self, x: torch.Tensor, g: torch.Tensor, aux: dict[str, Any], eps: float,
@@ -123,51 +128,123 @@ class MinibatchSampler:
 
 @dataclass
 class SamplingAlgorithm:
-    """A sampler as a pair of functions (BlackJAX style)."""
+    """A sampler as a pair of functions (BlackJAX style), plus how to read the weights off its table."""
 
     init: Callable[..., SGMCMCState]
     step: Callable[[SGMCMCState, Batch], SGMCMCState]
+    weights: Callable[[torch.Tensor], torch.Tensor] = lambda table: table  # table -> w in [0, 1]
+    weight_update: str = "none"  # "exact", "langevin", or "none" (no per-example table)
+    end_warmup: Callable[[SGMCMCState], None] = lambda state: None  # fix what adapted during warm-up
 
 
 def _tensor_aux(aux: dict) -> dict[str, torch.Tensor]:
     return {k: v for k, v in aux.items() if torch.is_tensor(v)}
 
 
+def check_temperature(temperature) -> float:
+    if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) or temperature < 0 \
+            or not math.isfinite(temperature):
+        raise ConfigError(f"temperature must be >= 0 and finite, got {temperature!r}")
+    return float(temperature)
+
+
+def resolve_weight_update(weight_update: str, potential: TracePotential, temperature: float,
+                          rule: UpdateRule) -> bool:
+    """True for exact conditional draws of the table weights, False for Langevin steps on their logits.
+
+    "auto": exact wherever the model's structure allows it (`kernels/conditional.py`), and never for the
+    paper's noisy optimiser (its weight update is part of what it reproduces).
+    """
+    if weight_update not in ("auto", "exact", "langevin"):
+        raise ConfigError(f"weight_update must be 'auto', 'exact' or 'langevin', got {weight_update!r}")
+    if potential.local_site is None or weight_update == "langevin":
+        return False
+    if weight_update == "auto":
+        return getattr(rule, "compilable", True) and not exact_weights_reason(potential, temperature)
+    conditional_weights(potential, temperature)  # raises, naming what is missing
+    return True
+
+
+def initial_state(theta: torch.Tensor, table, table_aux, w_sum, rule: UpdateRule) -> SGMCMCState:
+    """A chain's first state: theta copied, the rule's state for it, zeroed rejection counters."""
+    zero = torch.zeros((), dtype=torch.long, device=theta.device)
+    return SGMCMCState(theta, table, rule.init_global(theta), table_aux, w_sum, rejected=zero.clone(),
+                       run=zero.clone(), max_run=zero.clone())
+
+
+def reduce_gradient(g_theta: torch.Tensor, local: torch.Tensor | None, comm, guard: bool):
+    """(theta's gradient, ok): averaged over ranks in one all-reduce that also carries a flag that is NaN if
+    any rank's rows are, so every rank accepts or rejects the step together; ok is None without a guard."""
+    if comm is not None and comm.world > 1:
+        flag = local.sum().mul(0).reshape(1).to(g_theta.dtype) if local is not None else g_theta[:0]
+        reduced = comm.mean_(torch.cat([g_theta, flag]))
+        return reduced[:g_theta.numel()], torch.isfinite(reduced.sum()) if guard else None
+    if not guard:
+        return g_theta, None
+    return g_theta, torch.isfinite(g_theta.sum()) if local is None else torch.isfinite(g_theta.sum() + local.sum())
+
+
+def move_theta(rule: UpdateRule, state: SGMCMCState, g_theta, ok, eps: float, temperature: float, noise) -> None:
+    """theta's rule update, masked by `ok` when the step is guarded (ok not None)."""
+    if ok is None:
+        rule.apply(state.theta, g_theta, state.theta_aux, eps, temperature, noise)
+    else:
+        rule.apply_guarded(state.theta, g_theta, state.theta_aux, eps, temperature, noise, ok)
+
+
 def blocked_langevin(potential: TracePotential, rule: UpdateRule, step_size, temperature: float = 1.0,
                      local_step_size=None, local_rule: UpdateRule | None = None,
                      generator: torch.Generator | None = None, guard: bool = True, comm=None,
-                     noise_rows: tuple[int, int] | None = None, compile: bool = False) -> SamplingAlgorithm:
+                     noise_rows: tuple[int, int] | None = None, compile: bool = False,
+                     weight_update: str = "auto", candidates: int = 8) -> SamplingAlgorithm:
     """Random-scan blocked SG-MCMC on (theta, w): the step every kernel shares.
 
-    With `guard`, a step whose gradient is not finite is rejected on the device (the old values are
-    kept by `torch.where`, no host read) and counted in `state.rejected` / `state.run`; the driver
-    reads the counters when it reports progress, reduces the step size and stops after too many.
-    The step-size multiplier `scale` (a host float set by the driver) multiplies the schedules.
-    Distributed (`comm`, a `distributed.Communicator`): theta's gradient is averaged over ranks (with a
-    finiteness flag, so every rank accepts or rejects together), `state.w_sum` is this rank's shard sum
-    and the total is all-reduced before each step; `noise_rows` slices the table's noise (`noise_source`).
-    With `compile`, the whole step runs as one `torch.compile`d function (`kernels/compiled.py`; fused
-    potential only) and follows the same random stream as the eager step.
+    theta moves by the kernel's rule on the minibatch gradient of the log joint. The batch's table weights
+    are drawn exactly from their conditional given theta (`weight_update = "exact"`, the default wherever
+    the model allows it: `kernels/exact_step.py`), or take a Langevin step of the kernel's rule on their
+    logits with `local_step_size` (`"langevin"`). With `guard`, a step whose gradient is not finite is
+    rejected on the device (the old values are kept by `torch.where`, no host read) and counted in
+    `state.rejected` / `state.run`; the driver reads the counters when it reports progress, reduces the
+    step size and stops after too many. The step-size multiplier `scale` (a host float set by the driver)
+    multiplies the schedules. Distributed (`comm`, a `distributed.Communicator`): theta's gradient is
+    averaged over ranks (with a finiteness flag, so every rank accepts or rejects together), `state.w_sum`
+    is this rank's shard sum and the total is all-reduced before each step; `noise_rows` slices the
+    table's noise (`noise_source`). With `compile`, the whole step runs as one `torch.compile`d function
+    (`kernels/compiled.py`; fused potential only) and follows the same random stream as the eager step.
     """
-    if temperature < 0 or not math.isfinite(temperature):
-        raise ConfigError(f"temperature must be >= 0 and finite, got {temperature!r}")
+    temperature = check_temperature(temperature)
+    if not isinstance(compile, bool):
+        raise ConfigError(f"compile must be true or false, got {compile!r}")
+    local_rule = local_rule or rule
+    if resolve_weight_update(weight_update, potential, temperature, local_rule):
+        from .exact_step import exact_gibbs_langevin  # the exact path builds on the helpers above
+
+        return exact_gibbs_langevin(potential, rule, step_size, temperature, generator, guard, comm, noise_rows,
+                                    compile, candidates)
+    return _langevin_table(potential, rule, local_rule, step_size, local_step_size, temperature, generator, guard,
+                           comm, noise_rows, compile)
+
+
+def _langevin_table(potential, rule, local_rule, step_size, local_step_size, temperature, generator, guard, comm,
+                    noise_rows, compile) -> SamplingAlgorithm:
+    """Langevin steps of the rule on theta and on the batch's logits u = logit(w) (their exact conditional
+    gradient, no N/B factor); `sum_i w_i` kept incrementally."""
     eps_theta = make_schedule(step_size)
     eps_local = make_schedule(step_size if local_step_size is None else local_step_size)
-    local_rule = local_rule or rule
     has_table = potential.local_site is not None
     theta_noise, local_noise = noise_source(generator), noise_source(generator, noise_rows)
     distributed = comm is not None and comm.world > 1
-    if not isinstance(compile, bool):
-        raise ConfigError(f"compile must be true or false, got {compile!r}")
     if compile:
         check_compilable(potential, rule, local_rule, comm)
         fused_step = compiled_step()
 
-    def init(theta: torch.Tensor, table: torch.Tensor | None = None) -> SGMCMCState:
+    def init(theta: torch.Tensor, weights: torch.Tensor | None = None) -> SGMCMCState:
         theta = theta.detach().clone()
+        table, w_sum, table_aux = None, torch.zeros((), dtype=torch.float64, device=theta.device), {}
         if has_table:
-            pinned = table.is_pinned()
-            table = table.detach().clone().clamp_(-U_CLAMP, U_CLAMP)
+            pinned = weights.is_pinned()
+            w = weights.detach().float().clamp(torch.sigmoid(torch.tensor(-U_CLAMP)), torch.sigmoid(torch.tensor(U_CLAMP)))
+            table = torch.logit(w).clamp_(-U_CLAMP, U_CLAMP)
             w_sum = weight_sum(potential, potential.weights(table)).to(theta.device)
             table_aux = local_rule.init(table)
             if compile and table.device != theta.device:
@@ -175,11 +252,7 @@ def blocked_langevin(potential: TracePotential, rule: UpdateRule, step_size, tem
             if pinned:  # a host table beside a GPU network: pinned, so its rows move asynchronously
                 table = table.pin_memory()
                 table_aux = {k: v.pin_memory() for k, v in table_aux.items()}
-        else:
-            table, w_sum, table_aux = None, torch.zeros((), dtype=torch.float64, device=theta.device), {}
-        zero = torch.zeros((), dtype=torch.long, device=theta.device)
-        return SGMCMCState(theta, table, rule.init_global(theta), table_aux, w_sum, rejected=zero.clone(),
-                           run=zero.clone(), max_run=zero.clone())
+        return initial_state(theta, table, table_aux, w_sum, rule)
 
     def step(state: SGMCMCState, batch: Batch, scale: float = 1.0) -> SGMCMCState:
         train_idx, meta_idx = batch
@@ -205,43 +278,54 @@ def blocked_langevin(potential: TracePotential, rule: UpdateRule, step_size, tem
         else:
             u, rest = None, state.w_sum
         grads = potential.grads(state.theta, u, train_idx, meta_idx, rest, temperature)
-        g_theta, g_local = grads.theta, grads.local
-        if distributed:  # one all-reduce: theta's gradient and a flag that is NaN if any rank's rows are
-            flag = g_local.sum().mul(0).reshape(1).to(g_theta.dtype) if g_local is not None else g_theta[:0]
-            reduced = comm.mean_(torch.cat([g_theta, flag]))
-            g_theta = reduced[:g_theta.numel()]
-            ok = torch.isfinite(reduced.sum())
-        elif guard:
-            ok = torch.isfinite(g_theta.sum()) if g_local is None else torch.isfinite(g_theta.sum() + g_local.sum())
-        if guard:
-            rule.apply_guarded(state.theta, g_theta, state.theta_aux, eps_t, temperature, theta_noise, ok)
-        else:
-            rule.apply(state.theta, g_theta, state.theta_aux, eps_t, temperature, theta_noise)
+        g_theta, ok = reduce_gradient(grads.theta, grads.local, comm, guard)
+        move_theta(rule, state, g_theta, ok, eps_t, temperature, theta_noise)
         if has_table:
             at = train_idx if host_idx is None else host_idx
             rows = {k: v[at].to(u.device, non_blocking=True) for k, v in state.table_aux.items()}
-            if guard:
-                local_rule.apply_guarded(u, g_local, rows, eps_u, temperature, local_noise, ok)
+            if ok is not None:
+                local_rule.apply_guarded(u, grads.local, rows, eps_u, temperature, local_noise, ok)
             else:
-                local_rule.apply(u, g_local, rows, eps_u, temperature, local_noise)
+                local_rule.apply(u, grads.local, rows, eps_u, temperature, local_noise)
             u.clamp_(-U_CLAMP, U_CLAMP)
             state.table[at] = u.to(state.table.device)
             for k, v in rows.items():
                 state.table_aux[k][at] = v.to(state.table.device)
             state.w_sum = local_rest + weight_sum(potential, potential.weights(u), train_idx)
-        if guard:
+        if ok is not None:
             count_rejection(ok, state.rejected, state.run, state.max_run)
         state.step = t + 1
         state.stats = grads.stats
         return state
 
-    return SamplingAlgorithm(init, step)
+    return SamplingAlgorithm(init, step, potential.weights, "langevin" if has_table else "none",
+                             lambda state: rule.end_warmup(state.theta_aux))
 
 
-def resync_w_sum(potential: TracePotential, state: SGMCMCState) -> None:
-    """Recompute sum_i w_i exactly (O(N_t)); the driver does it when it records a draw."""
+def resync_w_sum(potential: TracePotential, state: SGMCMCState, weights: Callable | None = None) -> None:
+    """Recompute sum_i w_i exactly (O(N_t)); the driver does it when it records a draw. `weights` reads the
+    algorithm's table (`SamplingAlgorithm.weights`; the potential's sigmoid of logits by default)."""
     if state.table is not None:
-        state.w_sum = weight_sum(potential, potential.weights(state.table)).to(state.theta.device)
+        w = (weights or potential.weights)(state.table)
+        state.w_sum = weight_sum(potential, w).to(state.theta.device)
+
+
+def initial_weights(potential: TracePotential) -> torch.Tensor:
+    """Every chain's starting weights (length N_t of this process): the sum prior's target spread evenly,
+    k_g / n_g in each group g (the mode of the prior's sum), else the model's `beta`, else 1/2."""
+    p = potential.problem
+    normal = getattr(potential, "_normal_sparsity", None)
+    if normal is None:
+        beta = potential.hyper.get("beta", 0.5)
+        beta = float(beta) if isinstance(beta, (int, float)) and not isinstance(beta, bool) else 0.5
+        return torch.full((p.n_train,), min(max(beta, 1e-3), 1 - 1e-3))
+    loc = torch.as_tensor(normal[0], dtype=torch.float64).reshape(-1).cpu()
+    scale_up = p.n_train_total / p.n_train  # a shard: its counts stand for the whole set's
+    if potential.sum_groups is None:
+        return torch.full((p.n_train,), float(loc[0]) / p.n_train_total).clamp(0.0, 1.0).float()
+    groups = potential.sum_groups.cpu()
+    counts = torch.bincount(groups, minlength=loc.numel()).double() * scale_up
+    return (loc / counts.clamp(min=1))[groups].clamp(0.0, 1.0).float()
 
 
 class SGMCMCKernel(MCMCKernel):
@@ -274,8 +358,8 @@ class SGMCMCKernel(MCMCKernel):
         self.train_batches = MinibatchSampler(self.problem.n_train, self.batch_size, self.generator, device)
         self.meta_batches = MinibatchSampler(self.problem.n_meta, self.meta_batch_size, self.generator, device)
         theta = self.potential.init_theta(self.generator)
-        table = torch.zeros(self.problem.n_train, device=device) if self.potential.local_site else None
-        self._state = self.core.init(theta, table)
+        weights = initial_weights(self.potential).to(device) if self.potential.local_site else None
+        self._state = self.core.init(theta, weights)
 
     @property
     def state(self) -> SGMCMCState:
@@ -292,8 +376,9 @@ class SGMCMCKernel(MCMCKernel):
     @property
     def transforms(self) -> dict:
         out = {s.name: s.transform.inv for s in self.potential.globals}
-        if self.potential.local_site:
-            out[self.potential.local_site] = self.potential.local_transform.inv
+        if self.potential.local_site:  # an exact-weights table holds the weights themselves
+            out[self.potential.local_site] = identity_transform if self.core.weight_update == "exact" \
+                else self.potential.local_transform.inv
         return out
 
     def _params(self) -> dict[str, torch.Tensor]:

@@ -20,6 +20,7 @@ from ..errors import ConfigError
 from ..potential import weight_sum
 
 _compiled = None  # one compiled function for every chain and kernel: dynamo guards on the rule's type and settings
+_compiled_exact = None  # the same for the exact-weights step
 
 
 def check_compilable(potential, rule, local_rule, comm=None) -> None:
@@ -74,20 +75,55 @@ def _step(potential, rule, local_rule, guard: bool, temperature: float, theta: t
     return rest + weight_sum(potential, torch.sigmoid(u), train_idx), stats
 
 
+def _exact_step(potential, weights, rule, guard: bool, temperature: float, theta: torch.Tensor,
+                theta_aux: dict[str, Any], w_old: torch.Tensor, rest: torch.Tensor, labels: torch.Tensor | None,
+                train_idx: torch.Tensor, meta_idx: torch.Tensor, uniforms: torch.Tensor, eps_t: float,
+                noise_t: torch.Tensor | None, counters: tuple[torch.Tensor, ...]):
+    """One step of `kernels/exact_step.py`: theta's gradient (torch.func.grad of `theta_log_joint`) with the
+    batch's weights drawn exactly in between its forward and backward pass; mutates theta, its rule state
+    and the counters; returns (new weights, stats)."""
+    p = potential.problem
+    rows = torch.cat([train_idx, meta_idx + p.n_train])
+    draw = lambda losses: weights.draw(losses, w_old, rest, labels, temperature, uniforms)  # noqa: E731
+    grad_fn = torch.func.grad(potential.theta_log_joint, argnums=0, has_aux=True)
+    g_theta, (w_new, stats) = grad_fn(theta, p.x_all[rows], p.y_all[rows], train_idx.shape[0], draw)
+    noise = lambda x: noise_t  # noqa: E731
+    if not guard:
+        rule.apply(theta, g_theta, theta_aux, eps_t, temperature, noise)
+        return w_new, stats
+    ok = torch.isfinite(g_theta.sum() + w_new.sum())
+    rule.apply_guarded(theta, g_theta, theta_aux, eps_t, temperature, noise, ok)
+    count_rejection(ok, *counters)
+    return torch.where(ok, w_new, w_old), stats
+
+
 def compiled_step():
-    """The compiled step function (compiled at its first call, once per process; inductor caches its
-    kernels on disk). A compiler failure (inductor needs a C++ compiler on CPU, triton on CUDA) becomes
-    a ConfigError that says how to run without it."""
+    """The compiled Langevin-table step (compiled at its first call, once per process; inductor caches its
+    kernels on disk)."""
     global _compiled
-    import torch._dynamo.exc
-    import torch._inductor.exc
     if _compiled is None:
         _compiled = torch.compile(_step)
+    return _reporting_failures(_compiled)
+
+
+def compiled_exact_step():
+    """The compiled exact-weights step (`_exact_step`), compiled once per process."""
+    global _compiled_exact
+    if _compiled_exact is None:
+        _compiled_exact = torch.compile(_exact_step)
+    return _reporting_failures(_compiled_exact)
+
+
+def _reporting_failures(fn):
+    """`fn` with a compiler failure (inductor needs a C++ compiler on CPU, triton on CUDA) turned into a
+    ConfigError that says how to run without it."""
+    import torch._dynamo.exc
+    import torch._inductor.exc
     failures = (torch._dynamo.exc.BackendCompilerFailed, torch._inductor.exc.InductorError)
 
     def run(*args):
         try:
-            return _compiled(*args)
+            return fn(*args)
         except failures as exc:
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise ConfigError(f"compile = true: torch.compile could not build the step ({first}); it needs a C++ "

@@ -55,12 +55,15 @@ class GradientAscentNoiseRule(OptimizerNoiseRule):
 
 def paper(potential, step_size, temperature: float = 1.0, local_step_size=None, optimizer: str = "sgd",
           noise_std: float = 1e-5, generator=None, guard: bool = True, comm=None, noise_rows=None,
-          compile: bool = False, **optimizer_kwargs):
-    """The paper's noisy optimiser as an (init, step) pair (temperature is not used: the noise is fixed)."""
+          compile: bool = False, weight_update: str = "langevin", candidates: int = 8, **optimizer_kwargs):
+    """The paper's noisy optimiser as an (init, step) pair (its noise is fixed, not set by the temperature).
+
+    The weights move by the paper's gradient ascent (`weight_update = "langevin"`); "exact" draws them
+    from their conditional at `temperature` instead, with theta still moved by the optimiser."""
     return blocked_langevin(potential, OptimizerNoiseRule(optimizer, noise_std, **optimizer_kwargs), step_size,
                             temperature, local_step_size, local_rule=GradientAscentNoiseRule(noise_std),
                             generator=generator, guard=guard, comm=comm, noise_rows=noise_rows,
-                            compile=compile)
+                            compile=compile, weight_update=weight_update, candidates=candidates)
 
 
 class PaperSampler(SGMCMCKernel):

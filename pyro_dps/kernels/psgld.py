@@ -3,7 +3,11 @@
     V <- alpha V + (1 - alpha) g^2         (bias-corrected by the count of updates, per row)
     x <- x + eps/2 * G g + sqrt(eps * T * G) * xi
 
-The Gamma(theta) correction term is dropped, as in the paper's experiments; it vanishes as V settles.
+theta's step size adapts during warm-up from its gradients' statistics: each coordinate moves by eps/2
+times its gradient over the running root mean square of its gradients (eps = 1e-3, like Adam's and
+RMSprop's default learning rate, is then a dimensionless step). At the end of warm-up V is frozen
+(`end_warmup`): from there the chain is SGLD with a fixed preconditioner, whose Gamma(theta) correction
+term is exactly zero (with an adapting V it is dropped, as in Li et al.'s and the paper's experiments).
 """
 from __future__ import annotations
 
@@ -27,19 +31,35 @@ class PSGLDRule(UpdateRule):
         return {"v": torch.zeros_like(x), "n": torch.zeros_like(x)}  # per-row counts: a row moves only in its batches
 
     def init_global(self, x):
-        return {"v": torch.zeros_like(x), "n": torch.zeros((), dtype=x.dtype, device=x.device)}  # one count
+        # one count; `adapt` is 1 while V follows the gradients (warm-up) and 0 once it is frozen
+        return {"v": torch.zeros_like(x), "n": torch.zeros((), dtype=x.dtype, device=x.device),
+                "adapt": torch.ones((), dtype=x.dtype, device=x.device)}
+
+    def end_warmup(self, aux):
+        if "adapt" in aux:
+            aux["adapt"].zero_()
 
     def apply(self, x, g, aux, eps, temperature, noise):
-        aux["n"].add_(1)
-        aux["v"].mul_(self.alpha).addcmul_(g, g, value=1 - self.alpha)
+        self._second_moment(aux, g, None)
         self._move(x, g, aux, eps, temperature, noise, aux["v"] > 0)
 
     def apply_guarded(self, x, g, aux, eps, temperature, noise, ok):
         # a rejected step: g -> 0, V keeps its value (decay 1), the count does not advance, no noise
         g = torch.where(ok, g, 0.0)
-        aux["n"].add_(ok.to(x.dtype))
-        aux["v"].mul_(torch.where(ok, self.alpha, 1.0)).addcmul_(g, g, value=1 - self.alpha)
+        self._second_moment(aux, g, ok)
         self._move(x, g, aux, eps, temperature, noise, (aux["v"] > 0) & ok)
+
+    def _second_moment(self, aux, g, ok):
+        """V <- alpha V + (1 - alpha) g^2 and the count advance where the step is accepted (`ok`) and V adapts."""
+        adapt = aux.get("adapt")
+        on = ok if adapt is None else (adapt > 0) if ok is None else ok & (adapt > 0)
+        if on is None:
+            aux["n"].add_(1)
+            aux["v"].mul_(self.alpha).addcmul_(g, g, value=1 - self.alpha)
+            return
+        g = torch.where(on, g, 0.0)
+        aux["n"].add_(on.to(g.dtype))
+        aux["v"].mul_(torch.where(on, self.alpha, 1.0)).addcmul_(g, g, value=1 - self.alpha)
 
     def _move(self, x, g, aux, eps, temperature, noise, noisy):
         # G = 1 / (lam + sqrt(V / (1 - alpha^n))); n >= 1 wherever V > 0 (elsewhere V = 0 and g = 0)
@@ -53,10 +73,12 @@ class PSGLDRule(UpdateRule):
 
 def psgld(potential, step_size, temperature: float = 1.0, local_step_size=None, alpha: float = 0.99,
           eps_precond: float = 1e-5, generator=None, guard: bool = True, comm=None, noise_rows=None,
-          compile: bool = False):
+          compile: bool = False, weight_update: str = "auto",
+          candidates: int = 8):
     """pSGLD as an (init, step) pair."""
     return blocked_langevin(potential, PSGLDRule(alpha, eps_precond), step_size, temperature, local_step_size,
-                            generator=generator, guard=guard, comm=comm, noise_rows=noise_rows, compile=compile)
+                            generator=generator, guard=guard, comm=comm, noise_rows=noise_rows, compile=compile,
+                            weight_update=weight_update, candidates=candidates)
 
 
 class PSGLD(SGMCMCKernel):

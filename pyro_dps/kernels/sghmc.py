@@ -39,10 +39,12 @@ class SGHMCRule(UpdateRule):
 
 
 def sghmc(potential, step_size, temperature: float = 1.0, local_step_size=None, friction: float = 0.1,
-          generator=None, guard: bool = True, comm=None, noise_rows=None, compile: bool = False):
+          generator=None, guard: bool = True, comm=None, noise_rows=None, compile: bool = False, weight_update: str = "auto",
+          candidates: int = 8):
     """SGHMC as an (init, step) pair; the per-example momentum moves only when its row is in the batch."""
     return blocked_langevin(potential, SGHMCRule(friction), step_size, temperature, local_step_size,
-                            generator=generator, guard=guard, comm=comm, noise_rows=noise_rows, compile=compile)
+                            generator=generator, guard=guard, comm=comm, noise_rows=noise_rows, compile=compile,
+                            weight_update=weight_update, candidates=candidates)
 
 
 class SGHMC(SGMCMCKernel):

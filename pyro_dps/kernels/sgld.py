@@ -24,10 +24,12 @@ class SGLDRule(UpdateRule):
 
 
 def sgld(potential, step_size, temperature: float = 1.0, local_step_size=None, generator=None,
-          guard: bool = True, comm=None, noise_rows=None, compile: bool = False):
+          guard: bool = True, comm=None, noise_rows=None, compile: bool = False, weight_update: str = "auto",
+          candidates: int = 8):
     """SGLD as an (init, step) pair."""
     return blocked_langevin(potential, SGLDRule(), step_size, temperature, local_step_size, generator=generator,
-                            guard=guard, comm=comm, noise_rows=noise_rows, compile=compile)
+                            guard=guard, comm=comm, noise_rows=noise_rows, compile=compile,
+                            weight_update=weight_update, candidates=candidates)
 
 
 class SGLD(SGMCMCKernel):
