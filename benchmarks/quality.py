@@ -41,7 +41,7 @@ import numpy as np
 import torch
 
 from pyro_dps.baselines import BASELINES, BETA_BASELINES, cleanlab_available, run_baseline
-from pyro_dps.config import load_config, sampler_config
+from pyro_dps.config import DEMO, load_config, sampler_config
 from pyro_dps.context import Problem
 from pyro_dps.data import DATA_ENV_VAR, DataSplits, stratified_split
 from pyro_dps.driver import fit
@@ -49,6 +49,7 @@ from pyro_dps.metrics import accuracy, noise_auroc
 from pyro_dps.model_loader import load_model
 from pyro_dps.scenario import build_data, build_network
 from pyro_dps.training import predict_proba
+from pyro_dps.useful_fraction import estimate_useful_fraction
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = REPO / "configs"
@@ -66,9 +67,10 @@ SCENARIOS = {
     "digits-lt20": ("digits_balancing.toml", "digits", None),
     "digits-sym0.5": ("digits_denoising.toml", "digits", None),
 }
-METHODS = ["bads", "mixing", "mixing_es", "meta_only", "random_select", "duplicate_meta", "blo", "mwn", "cds",
-           "cleanlab"]
-SCORING = {"bads", "blo", "mwn", "cds", "cleanlab"}
+METHODS = ["bads", "bads_preset", "mixing", "mixing_es", "meta_only", "random_select", "duplicate_meta", "blo", "mwn",
+           "cds", "cleanlab"]
+SCORING = {"bads", "bads_preset", "blo", "mwn", "cds", "cleanlab"}
+LABELS = {"bads": "bads (defaults)", "bads_preset": "bads (paper preset, hand-set)"}
 
 PRESETS = {
     "full": {"seeds": [0, 1, 2], "scenarios": list(SCENARIOS),
@@ -96,14 +98,15 @@ def resolve_data(spec: dict, data_dir: str | None) -> dict:
     return spec
 
 
-def method_settings(config: dict, method: str, steps: int, preset: dict) -> dict:
-    """Keyword settings of a baseline: its [baselines] entry (else mixing's), the sampler's batch sizes, beta."""
+def method_settings(config: dict, method: str, steps: int, preset: dict, beta: float) -> dict:
+    """Keyword settings of a baseline: its [baselines] entry (else mixing's), the sampler's batch sizes, and for
+    the baselines that take a selected fraction the estimated one (`beta`, as BADS's defaults use it)."""
     table = config["baselines"]
     settings = dict(table.get(method, table.get("mixing", {"lr": 1e-3, "optimizer": "adam"})))
     settings.pop("steps", None)
     settings.setdefault("batch_size", config["sampler"].get("batch_size", 128))
     if method in BETA_BASELINES:
-        settings["beta"] = float(config["model"]["hyper"].get("beta", 0.5))
+        settings["beta"] = float(beta)
     if method in ("blo", "mwn"):
         settings["meta_batch_size"] = config["sampler"].get("meta_batch_size") or settings["batch_size"]
     aux = max(1, int(steps * preset.get("aux_fraction", 1.0)))
@@ -123,25 +126,38 @@ def bads_sampler(config: dict, steps: int, seed: int, device: str):
     return dataclasses.replace(sampler, warmup=warmup, samples=samples, thin=thin, snapshots=samples)
 
 
+def defaults_config(config: dict) -> dict:
+    """The scenario's [data], [network] and [baselines] with the one default model and sampler (pyro-dps run
+    with only [data] and [network] gives the same)."""
+    return {**config, "model": copy.deepcopy(DEMO["model"]), "sampler": copy.deepcopy(DEMO["sampler"])}
+
+
 def run_method(method: str, config: dict, data: DataSplits, init_net: torch.nn.Module, steps: int, seed: int,
-               preset: dict, device: str, overrides: dict | None = None) -> dict:
-    """Train one method; test accuracy (and posterior-averaged accuracy, noise AUROC where they exist)."""
-    overrides = overrides or {}
+               preset: dict, device: str, overrides: dict | None = None, fraction: dict | None = None) -> dict:
+    """Train one method; test accuracy (and posterior-averaged accuracy, noise AUROC where they exist).
+
+    `fraction`: the scenario's estimated useful fraction of D_t ({"value", "seconds"}), which BADS's defaults
+    and the baselines that take a fraction use; its seconds are counted as BADS's."""
+    overrides, fraction = overrides or {}, fraction or {"value": 0.5, "seconds": 0.0}
     clean = None if data.clean is None else data.clean.numpy()
     start, cpu = time.perf_counter(), time.process_time()
-    if method == "bads":
+    if method in ("bads", "bads_preset"):
+        config = defaults_config(config) if method == "bads" else config
+        hyper = {**config["model"]["hyper"], **({"beta": fraction["value"]} if method == "bads" else {})}
         sampler = bads_sampler(config, steps, seed, device)
         if "step_size" in overrides:
             sampler = dataclasses.replace(sampler, step_size=overrides["step_size"])
         problem = Problem(copy.deepcopy(init_net), data.x_train, data.y_train, data.x_meta, data.y_meta)
-        posterior = fit(load_model(config["model"]["file"]), problem, config["model"]["hyper"], sampler)
+        posterior = fit(load_model(config["model"]["file"]), problem, hyper, sampler)
         acc = accuracy(posterior.predict_proba(data.x_test, ensemble=False), data.y_test)
         ens = accuracy(posterior.predict_proba(data.x_test), data.y_test)
         scores = posterior.weight_summary()["mean"]
+        extra = fraction["seconds"] if method == "bads" else 0.0
         return {"test_accuracy": acc, "test_accuracy_ensemble": ens, "noise_auroc": noise_auroc(scores, clean),
-                "seconds": time.perf_counter() - start, "cpu_seconds": time.process_time() - cpu, "steps": steps,
-                "settings": {"step_size": sampler.step_size}}
-    settings = {**method_settings(config, method, steps, preset), **overrides}
+                "seconds": time.perf_counter() - start + extra, "cpu_seconds": time.process_time() - cpu + extra,
+                "steps": steps, "settings": {"step_size": sampler.step_size, "beta": float(posterior.hyper["beta"]),
+                                             "weight_update": posterior.weight_update}}
+    settings = {**method_settings(config, method, steps, preset, fraction["value"]), **overrides}
     net, scores = run_baseline(method, copy.deepcopy(init_net).to(device), data.to(device), steps, seed=seed,
                                **settings)
     acc = accuracy(predict_proba(net, data.x_test.to(device)), data.y_test)
@@ -160,21 +176,32 @@ def meta_split(data: DataSplits, seed: int) -> DataSplits:
 
 
 def tune(method: str, config: dict, data: DataSplits, init_net, steps: int, seed: int, preset: dict,
-         device: str, echo) -> dict:
+         device: str, echo, fraction: dict) -> dict:
     """The step size (BADS: sampler step_size; baselines: lr) with the best accuracy on held-out meta examples."""
     split = meta_split(data, seed)
-    if method == "bads":
-        base, key = float(config["sampler"]["step_size"]), "step_size"
+    if method in ("bads", "bads_preset"):
+        chosen = defaults_config(config) if method == "bads" else config
+        base, key = float(sampler_config(chosen).step_size), "step_size"
     else:
-        base, key = float(method_settings(config, method, steps, preset).get("lr", 1e-3)), "lr"
+        base, key = float(method_settings(config, method, steps, preset, fraction["value"]).get("lr", 1e-3)), "lr"
     results = {}
     for m in TUNE_GRID:
         value = base * m
         results[value] = run_method(method, config, split, init_net, steps, seed, preset, device,
-                                    {key: value})["test_accuracy"]
+                                    {key: value}, fraction)["test_accuracy"]
     best = max(results, key=lambda v: (results[v], -abs(math.log(v / base))))
     echo(f"    tune {method}: {key} " + ", ".join(f"{v:.2g}->{a:.3f}" for v, a in results.items()) + f" => {best:.2g}")
     return {key: best}
+
+
+def useful_fraction(data: DataSplits, init_net, steps: int, seed: int, preset: dict) -> dict:
+    """The estimated fraction of D_t like D_m (`pyro_dps.useful_fraction`; its two scoring networks get the aux
+    budget, like CDS's and cleanlab's extra models), with the true clean fraction when it is known."""
+    problem = Problem(copy.deepcopy(init_net), data.x_train, data.y_train, data.x_meta, data.y_meta)
+    aux = max(1, int(steps * preset.get("aux_fraction", 1.0)))
+    est = estimate_useful_fraction(problem, steps=aux, seed=seed)
+    truth = None if data.clean is None or bool(data.clean.all()) else float(data.clean.float().mean())
+    return {"value": est.value, "truth": truth, "seconds": est.seconds, "steps": aux}
 
 
 def summarise(runs: list[dict]) -> dict:
@@ -208,7 +235,7 @@ def markdown(doc: dict) -> str:
     if "bads" in methods:
         rows.insert(1, ("bads", "test_accuracy_ensemble"))
     for m, key in rows:
-        label = "bads (posterior avg)" if key == "test_accuracy_ensemble" else m
+        label = "bads (defaults, posterior avg)" if key == "test_accuracy_ensemble" else LABELS.get(m, m)
         cells = [_cell(doc["scenarios"][s]["summary"].get(m, {}).get(key)) for s in scenarios]
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
     noisy = [s for s in scenarios if any((doc["scenarios"][s]["summary"].get(m, {}).get("noise_auroc") or {}).get("mean")
@@ -218,7 +245,7 @@ def markdown(doc: dict) -> str:
                   "weight, BLO/MWN: mean weight received, CDS: contrastive score, cleanlab: label quality).", "",
                   "| method | " + " | ".join(noisy) + " |", "|---|" + "---|" * len(noisy)]
         for m in [m for m in methods if m in SCORING]:
-            lines.append(f"| {m} | " + " | ".join(_cell(doc["scenarios"][s]["summary"].get(m, {}).get("noise_auroc"))
+            lines.append(f"| {LABELS.get(m, m)} | " + " | ".join(_cell(doc["scenarios"][s]["summary"].get(m, {}).get("noise_auroc"))
                                                 for s in noisy) + " |")
     for key, title in (("seconds", "Seconds per run (mean):"),
                        ("cpu_seconds", "CPU seconds per run (mean; all threads of the process):")):
@@ -231,6 +258,16 @@ def markdown(doc: dict) -> str:
             lines.append(f"| {m} | " + " | ".join(cells) + " |")
     steps = {s: doc["scenarios"][s]["steps"] for s in scenarios}
     lines += ["", "Steps per method: " + ", ".join(f"{s} {n}" for s, n in steps.items()) + "."]
+    lines += ["", "Estimated useful fraction of D_t (the default beta; BADS's defaults and random-select/CDS use it) "
+              "against the true clean fraction where corruption is known:", "",
+              "| scenario | estimate (mean ± sd) | truth |", "|---|---|---|"]
+    for s in scenarios:
+        rows_f = doc["scenarios"][s].get("useful_fraction", [])
+        if rows_f:
+            est = np.array([r["value"] for r in rows_f])
+            truth = [r["truth"] for r in rows_f if r["truth"] is not None]
+            lines.append(f"| {s} | {est.mean():.3f} ± {est.std(ddof=1) if len(est) > 1 else 0:.3f} | "
+                         f"{np.mean(truth):.3f} |" if truth else f"| {s} | {est.mean():.3f} | - |")
     return "\n".join(lines) + "\n"
 
 
@@ -326,11 +363,17 @@ def main(argv=None) -> dict:
             torch.manual_seed(seed)
             init_net = build_network(config["network"], data)
             echo(f"[{name} seed {seed}] N_t={data.n_train} N_m={data.n_meta} N_test={data.n_test} steps={steps}")
+            fraction = useful_fraction(data, init_net, steps, seed, preset)
+            entry.setdefault("useful_fraction", []).append({"seed": seed, **fraction})
+            echo(f"    useful fraction of D_t: estimated {fraction['value']:.3f}"
+                 + ("" if fraction["truth"] is None else f", true clean fraction {fraction['truth']:.3f}")
+                 + f" ({fraction['seconds']:.1f}s)")
             for method in methods:
                 if args.tune and seed == seeds[0]:
-                    entry["tuned"][method] = tune(method, config, data, init_net, steps, seed, preset, args.device, echo)
+                    entry["tuned"][method] = tune(method, config, data, init_net, steps, seed, preset, args.device,
+                                                  echo, fraction)
                 result = run_method(method, config, data, init_net, steps, seed, preset, args.device,
-                                    entry["tuned"].get(method))
+                                    entry["tuned"].get(method), fraction)
                 entry["runs"][method].append({"seed": seed, **result})
                 ens = "" if result["test_accuracy_ensemble"] is None else f" (avg {result['test_accuracy_ensemble']:.3f})"
                 auroc = "" if result["noise_auroc"] is None else f" auroc {result['noise_auroc']:.3f}"

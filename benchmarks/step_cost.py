@@ -37,6 +37,7 @@ from pyro_dps.baselines.mwn import MetaWeightHook
 from pyro_dps.context import Problem
 from pyro_dps.data import DataSplits
 from pyro_dps.kernels import ALGORITHMS, MinibatchSampler
+from pyro_dps.kernels.base import initial_weights
 from pyro_dps.models.bads import model
 from pyro_dps.networks import lenet5, mlp
 from pyro_dps.potential import make_potential
@@ -104,7 +105,7 @@ def bads_stepper(problem, kernel, device, own_batches: tuple[int, int] | None = 
     gen = torch.Generator(device=device).manual_seed(0)
     alg = ALGORITHMS[kernel](potential, 1e-4, temperature=0.01, local_step_size=0.05, generator=gen,
                                  compile=compile)
-    state = alg.init(potential.init_theta(gen), torch.zeros(problem.n_train, device=device))
+    state = alg.init(potential.init_theta(gen), initial_weights(potential).to(device))
     if own_batches is not None:
         tb = MinibatchSampler(problem.n_train, own_batches[0], gen, device)
         mb = MinibatchSampler(problem.n_meta, own_batches[1], gen, device)

@@ -46,22 +46,39 @@ def sparsity_prior(n_train: int, beta: float, sigma: float | None) -> dist.Distr
     return dist.Normal(float(math.floor(n_train * beta)), sigma)
 
 
-def check_hyper(beta: float, sigma: float | None, **positive: float) -> None:
-    """Impossible hyper-parameters raise ConfigError naming the field and the value."""
-    if not isinstance(beta, (int, float)) or not 0 < beta <= 1:
+def meta_weight(n_train: int, n_meta: int, beta: float, rho_t: float, rho_m: float | None) -> float:
+    """rho_m, or for None the default: the curated set's likelihood weighs as much as the selected part of D_t,
+    rho_m N_m = rho_t floor(N_t beta), and never less than one count per curated example.
+
+    With rho_m = 1 a D_m of 100 against a selected D_t of 5,000 barely moves theta, so an example's loss says
+    little about whether it fits the curated distribution. Equal weight is the largest that leaves D_t's
+    information in theta: more would fit D_m alone (a few examples per class: overfitting).
+    """
+    if rho_m is not None:
+        return rho_m
+    return max(1.0, rho_t * math.floor(n_train * beta) / max(n_meta, 1))
+
+
+def check_hyper(beta: float, sigma: float | None, **positive: float | None) -> None:
+    """Impossible hyper-parameters raise ConfigError naming the field and the value (None: a derived default)."""
+    if beta == "auto":
+        raise ConfigError("beta = 'auto' is resolved by pyro_dps.fit (it estimates the useful fraction of D_t "
+                          "from the data); call the model with a number")
+    if not isinstance(beta, (int, float)) or isinstance(beta, bool) or not 0 < beta <= 1:
         raise ConfigError(f"beta must be in (0, 1], got {beta!r}")
     if sigma is not None and (not isinstance(sigma, (int, float)) or not sigma > 0):
         raise ConfigError(f"sigma must be > 0, got {sigma!r}")
     for name, value in positive.items():
-        if not isinstance(value, (int, float)) or not value > 0:
+        if value is not None and (not isinstance(value, (int, float)) or isinstance(value, bool) or not value > 0):
             raise ConfigError(f"{name} must be > 0, got {value!r}")
 
 
-def model(ctx, beta: float = 0.5, sigma: float | None = None, rho_t: float = 1.0, rho_m: float = 1.0,
-          prior_scale: float = 1.0, base_a: float = 1.0, base_b: float = 1.0) -> None:
+def model(ctx, beta: float | str = "auto", sigma: float | None = None, rho_t: float = 1.0,
+          rho_m: float | None = None, prior_scale: float = 1.0, base_a: float = 1.0, base_b: float = 1.0) -> None:
     """Joint density of network parameters theta and per-example weights w (one minibatch's view).
 
-    The `train` and `meta` plates subsample; Pyro scales their terms by N/|B|.
+    The `train` and `meta` plates subsample; Pyro scales their terms by N/|B|. `beta = "auto"` is estimated
+    by `pyro_dps.fit` before sampling (`pyro_dps.useful_fraction`); `rho_m = None` is `meta_weight`'s rule.
     """
     check_hyper(beta, sigma, rho_t=rho_t, rho_m=rho_m, prior_scale=prior_scale, base_a=base_a, base_b=base_b)
     if ctx.n_meta == 0:
@@ -72,4 +89,4 @@ def model(ctx, beta: float = 0.5, sigma: float | None = None, rho_t: float = 1.0
         pyro.factor("train_lik", -rho_t * w * ctx.train_losses(theta))
     pyro.sample("w_sum", sparsity_prior(ctx.n_train, beta, sigma), obs=ctx.w_sum(w))
     with pyro.plate("meta", ctx.n_meta, subsample=ctx.meta_idx):
-        pyro.factor("meta_lik", -rho_m * ctx.meta_losses(theta))
+        pyro.factor("meta_lik", -meta_weight(ctx.n_train, ctx.n_meta, beta, rho_t, rho_m) * ctx.meta_losses(theta))

@@ -24,16 +24,17 @@ from __future__ import annotations
 import pyro
 import pyro.distributions as dist
 
-from pyro_dps.models.bads import sparsity_prior, theta_prior
+from pyro_dps.models.bads import check_hyper, meta_weight, sparsity_prior, theta_prior
 
 
-def model(ctx, beta: float = 0.5, sigma: float | None = None, a: float = 1.05, b: float = 1.05,
-          rho_t: float = 1.0, rho_m: float = 1.0, prior_scale: float = 1.0) -> None:
+def model(ctx, beta: float | str = "auto", sigma: float | None = None, a: float = 1.05, b: float = 1.05,
+          rho_t: float = 1.0, rho_m: float | None = None, prior_scale: float = 1.0) -> None:
     """BADS with w_i ~ Beta(a, b) before the sparsity prior (a = b = 1 is `models/bads.py`)."""
+    check_hyper(beta, sigma, a=a, b=b, rho_t=rho_t, rho_m=rho_m, prior_scale=prior_scale)
     theta = theta_prior(ctx, prior_scale)
     with pyro.plate("train", ctx.n_train, subsample=ctx.train_idx):
         w = pyro.sample("w", dist.Beta(float(a), float(b)))
         pyro.factor("train_lik", -rho_t * w * ctx.train_losses(theta))
     pyro.sample("w_sum", sparsity_prior(ctx.n_train, beta, sigma), obs=ctx.w_sum(w))
     with pyro.plate("meta", ctx.n_meta, subsample=ctx.meta_idx):
-        pyro.factor("meta_lik", -rho_m * ctx.meta_losses(theta))
+        pyro.factor("meta_lik", -meta_weight(ctx.n_train, ctx.n_meta, beta, rho_t, rho_m) * ctx.meta_losses(theta))

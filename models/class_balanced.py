@@ -20,7 +20,7 @@ import pyro.distributions as dist
 import torch
 
 from pyro_dps.errors import DataError
-from pyro_dps.models.bads import base_prior, check_hyper, default_sigma, theta_prior
+from pyro_dps.models.bads import base_prior, check_hyper, default_sigma, meta_weight, theta_prior
 
 
 def class_targets(ctx, beta: float) -> torch.Tensor:
@@ -31,8 +31,8 @@ def class_targets(ctx, beta: float) -> torch.Tensor:
     return torch.minimum(math.floor(ctx.n_train * beta) * shares, counts)
 
 
-def model(ctx, beta: float = 0.5, sigma: float | None = None, rho_t: float = 1.0, rho_m: float = 1.0,
-          prior_scale: float = 1.0, base_a: float = 1.0, base_b: float = 1.0) -> None:
+def model(ctx, beta: float | str = "auto", sigma: float | None = None, rho_t: float = 1.0,
+          rho_m: float | None = None, prior_scale: float = 1.0, base_a: float = 1.0, base_b: float = 1.0) -> None:
     """The paper's model with one sparsity prior per class (targets from the meta set's class shares)."""
     check_hyper(beta, sigma, rho_t=rho_t, rho_m=rho_m, prior_scale=prior_scale, base_a=base_a, base_b=base_b)
     if ctx.n_meta == 0:
@@ -46,4 +46,4 @@ def model(ctx, beta: float = 0.5, sigma: float | None = None, rho_t: float = 1.0
     targets = class_targets(ctx, beta).to(sums.dtype)
     pyro.sample("w_sum", dist.Normal(targets, scale).to_event(1), obs=sums)
     with pyro.plate("meta", ctx.n_meta, subsample=ctx.meta_idx):
-        pyro.factor("meta_lik", -rho_m * ctx.meta_losses(theta))
+        pyro.factor("meta_lik", -meta_weight(ctx.n_train, ctx.n_meta, beta, rho_t, rho_m) * ctx.meta_losses(theta))

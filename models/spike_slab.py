@@ -29,7 +29,7 @@ from pyro.distributions.util import broadcast_shape
 from torch.distributions import constraints
 from torch.distributions.utils import broadcast_all
 
-from pyro_dps.models.bads import sparsity_prior, theta_prior
+from pyro_dps.models.bads import check_hyper, meta_weight, sparsity_prior, theta_prior
 
 
 class SpikeSlabBeta(dist.MixtureSameFamily):
@@ -54,10 +54,12 @@ class SpikeSlabBeta(dist.MixtureSameFamily):
         return SpikeSlabBeta(*(p.expand(shape) for p in params), validate_args=self._validate_args)
 
 
-def model(ctx, beta: float = 0.5, sigma: float | None = None, pi: float = 0.5,
+def model(ctx, beta: float | str = "auto", sigma: float | None = None, pi: float = 0.5,
           spike_a: float = 1.0, spike_b: float = 3.0, slab_a: float = 3.0, slab_b: float = 1.0,
-          rho_t: float = 1.0, rho_m: float = 1.0, prior_scale: float = 1.0) -> None:
+          rho_t: float = 1.0, rho_m: float | None = None, prior_scale: float = 1.0) -> None:
     """BADS with a spike-and-slab base prior on each weight (pi = prior slab probability)."""
+    check_hyper(beta, sigma, spike_a=spike_a, spike_b=spike_b, slab_a=slab_a, slab_b=slab_b, rho_t=rho_t,
+                rho_m=rho_m, prior_scale=prior_scale)
     theta = theta_prior(ctx, prior_scale)
     base = SpikeSlabBeta(float(pi), float(spike_a), float(spike_b), float(slab_a), float(slab_b))
     with pyro.plate("train", ctx.n_train, subsample=ctx.train_idx):
@@ -65,4 +67,4 @@ def model(ctx, beta: float = 0.5, sigma: float | None = None, pi: float = 0.5,
         pyro.factor("train_lik", -rho_t * w * ctx.train_losses(theta))
     pyro.sample("w_sum", sparsity_prior(ctx.n_train, beta, sigma), obs=ctx.w_sum(w))
     with pyro.plate("meta", ctx.n_meta, subsample=ctx.meta_idx):
-        pyro.factor("meta_lik", -rho_m * ctx.meta_losses(theta))
+        pyro.factor("meta_lik", -meta_weight(ctx.n_train, ctx.n_meta, beta, rho_t, rho_m) * ctx.meta_losses(theta))

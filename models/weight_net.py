@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 
 from pyro_dps.errors import ConfigError, DataError
-from pyro_dps.models.bads import check_hyper, sparsity_prior, theta_prior
+from pyro_dps.models.bads import check_hyper, meta_weight, sparsity_prior, theta_prior
 
 LABEL_MODES = ("per_class", "concat", "none")
 
@@ -49,7 +49,7 @@ def weight_network(ctx, theta: dict, label_mode: str, phi_hidden: int, phi_scale
     return torch.sigmoid(h @ w2 + b2)
 
 
-def model(ctx, beta: float = 0.5, sigma: float | None = None, rho_t: float = 1.0, rho_m: float = 1.0,
+def model(ctx, beta: float | str = "auto", sigma: float | None = None, rho_t: float = 1.0, rho_m: float | None = None,
           prior_scale: float = 1.0, phi_scale: float = 1.0, label_mode: str = "per_class", phi_hidden: int = 0,
           s_avg: int = 10) -> None:
     """Joint density of theta and phi; the weights are a deterministic site `w` in the `train` plate."""
@@ -70,4 +70,4 @@ def model(ctx, beta: float = 0.5, sigma: float | None = None, rho_t: float = 1.0
     estimate = ctx.n_train * ctx.running_mean("w_mean", w.mean(), s_avg)  # eq. 9
     pyro.factor("sparsity", sparsity_prior(ctx.n_train, beta, sigma).log_prob(estimate))
     with pyro.plate("meta", ctx.n_meta, subsample=ctx.meta_idx):
-        pyro.factor("meta_lik", -rho_m * ctx.meta_losses(theta))
+        pyro.factor("meta_lik", -meta_weight(ctx.n_train, ctx.n_meta, beta, rho_t, rho_m) * ctx.meta_losses(theta))

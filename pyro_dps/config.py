@@ -25,9 +25,8 @@ DEMO = {
     "data": {"source": "digits", "seed": 0, "noise": "symmetric", "noise_rate": 0.5, "meta_per_class": 10,
              "test_per_class": 30},
     "network": {"kind": "mlp", "hidden": [128]},
-    "model": {"file": "bads", "hyper": {"beta": 0.5, "rho_t": 1.0, "rho_m": 1.0, "prior_scale": 1.0}},
-    "sampler": {"kernel": "psgld", "step_size": 1e-3, "local_step_size": 2.0, "temperature": 0.01, "chains": 4,
-                "warmup": 4000, "samples": 100, "thin": 40, "batch_size": 128, "snapshots": 10},
+    "model": {"file": "bads", "hyper": {}},  # the model's own defaults: beta = "auto", rho_m from the sizes
+    "sampler": {"chains": 4},  # the rest: SamplerConfig's defaults (docs/defaults.md)
     "baselines": {"mixing": {"lr": 1e-3, "optimizer": "adam"}},
 }
 
@@ -102,8 +101,9 @@ def validate_config(config: dict) -> dict:
 def _check_values(config: dict) -> None:
     hyper = config["model"]["hyper"]
     beta = hyper.get("beta")
-    if isinstance(beta, (int, float)) and not 0 < beta <= 1:
-        raise ConfigError(f"model.hyper.beta must be in (0, 1], got {beta!r}")
+    if beta is not None and beta != "auto" and (not isinstance(beta, (int, float)) or isinstance(beta, bool)
+                                                 or not 0 < beta <= 1):
+        raise ConfigError(f"model.hyper.beta must be a number in (0, 1] or 'auto', got {beta!r}")
     sigma = hyper.get("sigma")
     if isinstance(sigma, (int, float)) and not sigma > 0:
         raise ConfigError(f"model.hyper.sigma must be > 0, got {sigma!r}")
@@ -111,8 +111,8 @@ def _check_values(config: dict) -> None:
         value = hyper.get(key)
         if value is not None and (not isinstance(value, (int, float)) or not value > 0):
             raise ConfigError(f"model.hyper.{key} must be a number > 0, got {value!r}")
-    temperature = config["sampler"].get("temperature")
-    if not isinstance(temperature, (int, float)) or temperature < 0:
+    temperature = config["sampler"].get("temperature", 0.0)  # absent: SamplerConfig's default
+    if not isinstance(temperature, (int, float)) or isinstance(temperature, bool) or temperature < 0:
         raise ConfigError(f"sampler.temperature must be a number >= 0, got {temperature!r}")
 
 

@@ -21,8 +21,10 @@ from .checkpoint import load_checkpoint, restore_state, save_checkpoint, state_t
 from .distributed import Communicator, ShardedSampler, ShardLayout, SlicedSampler
 from .errors import ConfigError, DivergenceError
 from .kernels import ALGORITHMS, MinibatchSampler
-from .kernels.base import resync_w_sum
+from .kernels.base import initial_weights, resync_w_sum
 from .potential import TracePotential, log_joint_estimate, make_potential, summarize_stats
+from .run_length import resolve_length
+from .useful_fraction import FractionEstimate, resolve_beta
 
 SCALARS = ["log_joint", "meta_loss", "train_loss", "w_mean", "theta_norm", "rejected_steps", "step_scale"]
 
@@ -34,12 +36,12 @@ class SamplerConfig:
     kernel: str = "psgld"
     step_size: Any = 1e-3
     local_step_size: Any = None
-    temperature: float = 1.0
+    temperature: float = 0.01  # cold posterior (docs/defaults.md): 1 is the posterior itself
     kernel_kwargs: dict = field(default_factory=dict)
     chains: int = 4
-    warmup: int = 1000
+    warmup: int | str = "auto"  # steps; "auto": max(2000 steps, 10 epochs) (pyro_dps/run_length.py)
     samples: int = 100
-    thin: int = 10
+    thin: int | str = "auto"  # steps between kept draws; "auto": one epoch
     batch_size: int = 128
     meta_batch_size: int | None = None
     snapshots: int = 10
@@ -55,14 +57,18 @@ class SamplerConfig:
     table_device: str | None = None  # where the weight table lives ("cpu": pinned host memory beside a GPU network)
     shards: int = 1  # training-set shards: the torchrun world size, or K in one process to reproduce a K-rank run
     compile: bool = False  # the whole step as one torch.compile'd function (fused potential; kernels/compiled.py)
+    weight_update: str = "auto"  # table weights: "exact" conditional draws (auto where the model allows), "langevin"
+    candidates: int = 8  # candidates per row and visit of the exact weight update (kernels/conditional.py)
 
     def validate(self, problem: Problem) -> "SamplerConfig":
         checks = [
             (self.kernel in ALGORITHMS, f"kernel must be one of {sorted(ALGORITHMS)}, got {self.kernel!r}"),
             (isinstance(self.chains, int) and self.chains >= 1, f"chains must be an integer >= 1, got {self.chains!r}"),
-            (isinstance(self.warmup, int) and self.warmup >= 0, f"warmup must be an integer >= 0, got {self.warmup!r}"),
+            (self.warmup == "auto" or (_is_int(self.warmup) and self.warmup >= 0),
+             f"warmup must be an integer >= 0 or 'auto', got {self.warmup!r}"),
             (isinstance(self.samples, int) and self.samples >= 1, f"samples must be an integer >= 1, got {self.samples!r}"),
-            (isinstance(self.thin, int) and self.thin >= 1, f"thin must be an integer >= 1, got {self.thin!r}"),
+            (self.thin == "auto" or (_is_int(self.thin) and self.thin >= 1),
+             f"thin must be an integer >= 1 or 'auto', got {self.thin!r}"),
             (isinstance(self.batch_size, int) and 1 <= self.batch_size <= problem.n_train,
              f"batch_size must be an integer in [1, N_t={problem.n_train}], got {self.batch_size!r}"),
             (self.meta_batch_size is None or (isinstance(self.meta_batch_size, int) and self.meta_batch_size >= 1),
@@ -92,6 +98,10 @@ class SamplerConfig:
         return self
 
 
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
 @dataclass
 class Posterior:
     """A finished run: weight draws, per-draw scalars, final theta per chain and theta snapshots."""
@@ -104,6 +114,8 @@ class Posterior:
     config: SamplerConfig
     hyper: dict
     seconds: float
+    useful_fraction: FractionEstimate | None = None  # the estimate behind beta = "auto" (useful_fraction.py)
+    weight_update: str = "none"  # how the table weights moved: "exact", "langevin" or "none"
 
     def dataset(self):
         """Draws as an xarray Dataset with dims (chain, draw[, example])."""
@@ -150,18 +162,18 @@ def fit(model: Callable, problem: Problem, hyper: dict | None = None, config: Sa
         if config.shards not in (1, comm.world):
             raise ConfigError(f"shards={config.shards} but the process group has {comm.world} ranks")
         config = SamplerConfig(**{**asdict(config), "shards": comm.world})
-    config = (config or SamplerConfig()).validate(problem)
+    config = resolve_length((config or SamplerConfig()).validate(problem), problem.n_train)
     device = torch.device(config.device)
     table_device = torch.device(config.table_device) if config.table_device else device
     host_table = table_device != device  # only the batch's rows cross to the compute device
     layout = ShardLayout(problem.n_train, config.shards)
     owned = [comm.rank] if comm.world > 1 else list(range(config.shards))
     problem = problem.to(device)
+    hyper, fraction = resolve_beta(model, problem, dict(hyper or {}), config.seed, comm)  # beta = "auto"
     if comm.world > 1:
         problem = problem.shard(*layout.bounds(comm.rank))
         if checkpoint is not None and comm.rank:
             checkpoint = Path(f"{checkpoint}.rank{comm.rank}")
-    hyper = dict(hyper or {})
     potential = make_potential(model, problem, hyper, config.potential, torch.Generator().manual_seed(config.seed))
     has_table = potential.local_site is not None
     n, n_total = problem.n_train, problem.n_train_total
@@ -176,7 +188,7 @@ def fit(model: Callable, problem: Problem, hyper: dict | None = None, config: Sa
     finals, snapshots = [], []
     start = time.perf_counter()
     total_steps = config.warmup + config.samples * config.thin
-    init_u = _initial_u(potential)
+    init_w = initial_weights(potential) if has_table else None
     first_chain = 0
     if resumed:
         if store is not None:
@@ -190,7 +202,8 @@ def fit(model: Callable, problem: Problem, hyper: dict | None = None, config: Sa
             "comm": comm, "noise_rows": (config.batch_size, comm.rank * (config.batch_size // comm.world))}
         algorithm = ALGORITHMS[config.kernel](potential, config.step_size, temperature=config.temperature,
                                               local_step_size=config.local_step_size, generator=gen,
-                                              compile=config.compile, **sharding, **config.kernel_kwargs)
+                                              compile=config.compile, **_weight_settings(config), **sharding,
+                                              **config.kernel_kwargs)
         # batch indices are drawn where the table lives (a host table gets its own host generator)
         batch_gen = torch.Generator().manual_seed(config.seed * 1000 + chain + 7) if host_table else gen
         if config.shards == 1:
@@ -200,7 +213,7 @@ def fit(model: Callable, problem: Problem, hyper: dict | None = None, config: Sa
                                            owned, table_device)
         meta_batches = SlicedSampler(MinibatchSampler(problem.n_meta, config.meta_batch_size or config.batch_size,
                                                       gen, device), comm.rank, comm.world)
-        table = torch.full((n,), init_u, device=table_device) if has_table else None
+        table = init_w.to(table_device) if has_table else None
         if table is not None and host_table and device.type == "cuda":
             table = table.pin_memory()
         state = algorithm.init(potential.init_theta(gen), table)
@@ -229,19 +242,21 @@ def fit(model: Callable, problem: Problem, hyper: dict | None = None, config: Sa
                    disable=not (config.progress and comm.main), leave=False, dynamic_ncols=True)
         for t in range(t0 + 1, total_steps + 1):
             state = algorithm.step(state, (train_batches(), meta_batches()), scale)
+            if t == config.warmup:
+                algorithm.end_warmup(state)  # adaptive settings (pSGLD's preconditioner) are fixed from here
             if t % config.check_every == 0 or t == total_steps:
                 scale, seen_rejected = _guard(state, chain, t, scale, seen_rejected, config, checkpoint)
             if t % config.log_every == 0 or t == total_steps:
                 bar.update(t - bar.n)
                 bar.set_postfix(_progress(state, comm, n_total), refresh=False)
             if t > config.warmup and (t - config.warmup) % config.thin == 0:
-                resync_w_sum(potential, state)
+                resync_w_sum(potential, state, algorithm.weights)
                 table = comm.gather_rows(state.table, layout) if has_table else None  # every rank takes part
-                w_all = potential.weights(table) if has_table else comm.gather_rows(
+                w_all = algorithm.weights(table) if has_table else comm.gather_rows(
                     potential.network_weights(state.theta), layout) if potential.weight_site else None
                 if store is not None:
                     weights = w_all.float().cpu().numpy() if w_all is not None else np.zeros(0)
-                    store.record(chain, draw, weights, {**_scalars(potential, state, table, w_all, n_total),
+                    store.record(chain, draw, weights, {**_scalars(potential, state, w_all, n_total),
                                                         "rejected_steps": float(state.rejected),
                                                         "step_scale": scale})
                 if draw in keep:
@@ -260,7 +275,8 @@ def fit(model: Callable, problem: Problem, hyper: dict | None = None, config: Sa
     seconds = time.perf_counter() - start
     if not comm.main:
         return None
-    return Posterior(store, finals, snapshots, potential, problem, config, potential.hyper, seconds)
+    return Posterior(store, finals, snapshots, potential, problem, config, potential.hyper, seconds, fraction,
+                     algorithm.weight_update)
 
 
 def _guard(state, chain: int, t: int, scale: float, seen: int, config: SamplerConfig, checkpoint) -> tuple[float, int]:
@@ -275,11 +291,12 @@ def _guard(state, chain: int, t: int, scale: float, seen: int, config: SamplerCo
     return scale, rejected
 
 
-def _initial_u(potential: TracePotential) -> float:
-    # Start every weight at the prior's target fraction beta (w = beta), else at w = 0.5.
-    beta = potential.hyper.get("beta", 0.5)
-    beta = min(max(float(beta), 1e-3), 1 - 1e-3) if isinstance(beta, (int, float)) else 0.5
-    return math.log(beta / (1 - beta))
+def _weight_settings(config: SamplerConfig) -> dict:
+    """The weight-update settings a kernel takes (the paper's kernel keeps its own default update unless set)."""
+    out = {"candidates": config.candidates}
+    if config.weight_update != "auto" or config.kernel != "paper":
+        out["weight_update"] = config.weight_update
+    return out
 
 
 def _progress(state, comm: Communicator, n_total: int) -> dict[str, str]:
@@ -296,13 +313,13 @@ def _latent_globals(potential: TracePotential) -> list[str]:
     return [s.name for s in potential.globals if not s.name.startswith("theta.") and s.numel == 1]
 
 
-def _scalars(potential: TracePotential, state, table: torch.Tensor | None, weights: torch.Tensor | None,
-             n_total: int) -> dict[str, float]:
-    """Per-draw scalars; `table` is the whole unconstrained table and `weights` all N_t weights (gathered)."""
+def _scalars(potential: TracePotential, state, weights: torch.Tensor | None, n_total: int) -> dict[str, float]:
+    """Per-draw scalars; `weights` are all N_t table weights (gathered), or the weight network's."""
     stats = summarize_stats(state.stats)
     values = potential.unpack(state.theta)
+    table_w = weights if potential.local_site is not None else None
     return {**{name: float(values[name]) for name in _latent_globals(potential)},
-        "log_joint": log_joint_estimate(potential, state.theta, table, state.stats),
+        "log_joint": log_joint_estimate(potential, state.theta, table_w, state.stats),
         "meta_loss": float(stats.get("meta_loss", float("nan"))),
         "train_loss": float(stats.get("train_loss", float("nan"))),
         "w_mean": float(weights.double().sum()) / n_total if weights is not None else float("nan"),

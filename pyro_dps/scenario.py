@@ -22,6 +22,7 @@ from .errors import ConfigError
 from .metrics import accuracy, noise_auroc
 from .model_loader import load_model
 from .networks import NETWORKS
+from .run_length import resolve_length
 from .outputs import check_writable, metrics_document, plot_weights_by_group, staged_directory, write_json, write_weights_csv
 from .training import predict_proba
 
@@ -107,8 +108,10 @@ def run_scenario(config: dict, out: str | Path | None = None, *, seed: int | Non
             path.unlink(missing_ok=True)
     torch.manual_seed(seed)
     problem = Problem(build_network(config["network"], data), data.x_train, data.y_train, data.x_meta, data.y_meta)
+    length = resolve_length(sampler, data.n_train)
+    total_steps = length.warmup + length.samples * length.thin
     echo(f"[{config['name']}] N_t={data.n_train} N_m={data.n_meta} N_test={data.n_test} "
-         f"kernel={sampler.kernel} chains={sampler.chains} steps/chain={sampler.warmup + sampler.samples * sampler.thin}")
+         f"kernel={sampler.kernel} chains={sampler.chains} steps/chain={total_steps}")
     posterior = fit(model, problem, model_hyper(model, config["model"]["hyper"]), sampler, resume=resume,
                     comm=comm, **side)
     if posterior is None:  # a rank other than 0: its shard is done
@@ -116,14 +119,13 @@ def run_scenario(config: dict, out: str | Path | None = None, *, seed: int | Non
             path.unlink(missing_ok=True)
         return None
     methods = {"bads": _bads_metrics(posterior, data)}
-    total_steps = sampler.warmup + sampler.samples * sampler.thin
     for name, settings in config["baselines"].items():
         if name not in BASELINES:
             raise ConfigError(f"baselines.{name}: unknown baseline (known: {sorted(BASELINES)})")
         settings = dict(settings)
         steps = settings.pop("steps", None) or total_steps
-        if name in BETA_BASELINES:
-            settings.setdefault("beta", float(config["model"]["hyper"].get("beta", 0.5)))
+        if name in BETA_BASELINES:  # the fraction BADS used (its estimate when beta = "auto")
+            settings.setdefault("beta", float(posterior.hyper.get("beta", 0.5)))
         torch.manual_seed(seed)
         start = time.perf_counter()
         net = BASELINES[name](build_network(config["network"], data).to(sampler.device), data.to(sampler.device),
