@@ -30,8 +30,10 @@ def check_int(value: Any, field: str, low: int, high: int) -> int:
     """An integer (not a bool) in [low, high]."""
     if isinstance(value, bool) or not isinstance(value, int):
         raise ConfigError(f"{field} must be an integer in [{low}, {high}], got {value!r}")
-    if not low <= value <= high:
-        raise ConfigError(f"{field} must be in [{low}, {high}], got {value}")
+    if value < low:
+        raise ConfigError(f"{field} must be an integer >= {low}, got {value}")
+    if value > high:
+        raise ConfigError(f"{field} must be an integer <= {high}, got {value}")
     return value
 
 
@@ -51,7 +53,7 @@ def check_device(name: Any, field: str = "device") -> str:
     try:
         device = torch.device(name)
     except (RuntimeError, TypeError, ValueError) as exc:
-        raise ConfigError(f"{field} must be a torch device such as 'cpu' or 'cuda', got {name!r}") from exc
+        raise ConfigError(f"{field} must be a torch device such as 'cpu', got {name!r}") from exc
     if device.type == "cuda":
         if not torch.cuda.is_available():
             raise ConfigError(f"{field} = {name!r} but CUDA is not available on this machine; use 'cpu'")
