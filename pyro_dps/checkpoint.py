@@ -128,8 +128,9 @@ def restore_state(state, payload: dict[str, Any], device: torch.device) -> None:
     for where, target, saved in (("theta_aux", state.theta_aux, payload.get("theta_aux")),
                                  ("table_aux", state.table_aux, payload.get("table_aux"))):
         if not isinstance(saved, dict) or set(saved) != set(target):
-            raise ConfigError(f"checkpoint state {where} has entries {sorted(saved) if isinstance(saved, dict) else saved!r}, "
-                              f"this kernel keeps {sorted(target)}; remove the checkpoint")
+            have = sorted(saved) if isinstance(saved, dict) else saved
+            raise ConfigError(f"checkpoint state {where} has entries {have!r}, this kernel keeps {sorted(target)}; "
+                              "remove the checkpoint")
         for k, v in saved.items():
             if isinstance(v, tuple) and len(v) == 2 and v[0] == "optimizer":
                 try:

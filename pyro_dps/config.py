@@ -187,7 +187,8 @@ def check_baseline(name: str, settings: dict) -> None:
         if settings.get("filter_by", filters[0]) not in filters:
             raise ConfigError(f"{where}.filter_by must be one of {list(filters)}, got {settings['filter_by']!r}")
         if not cleanlab_available():
-            raise ConfigError(f"{where}: the cleanlab baseline needs the optional extra: pip install 'pyro-dps[cleanlab]'")
+            raise ConfigError(f"{where}: the cleanlab baseline needs the optional extra: "
+                              "pip install 'pyro-dps[cleanlab]'")
 
 
 def _check_values(config: dict) -> None:

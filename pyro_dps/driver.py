@@ -83,7 +83,8 @@ class SamplerConfig:
         if problem is not None:
             meta = min(self.meta_batch_size or self.batch_size, problem.n_meta)
             checks.append((self.shards <= 1 or meta % self.shards == 0,
-                           f"the meta batch (min(meta_batch_size, N_m) = {meta}) must be a multiple of shards ({self.shards!r})"))
+                           f"the meta batch (min(meta_batch_size, N_m) = {meta}) must be a multiple of shards "
+                           f"({self.shards!r})"))
         for ok, message in checks:
             if not ok:
                 raise ConfigError(message)
@@ -207,7 +208,8 @@ def fit(model: Callable, problem: Problem, hyper: dict | None = None, config: Sa
     if resumed:
         if store is not None:
             store.load_state_dict(resumed["store"])
-        finals, snapshots = (_saved_thetas(resumed, key, potential.theta_size, device) for key in ("finals", "snapshots"))
+        finals, snapshots = (_saved_thetas(resumed, key, potential.theta_size, device)
+                             for key in ("finals", "snapshots"))
         first_chain = resumed["chain"]
     for chain in range(first_chain, config.chains):
         gen = torch.Generator(device=device).manual_seed(config.seed * 1000 + chain)

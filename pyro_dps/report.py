@@ -34,7 +34,7 @@ from .diagnostics import Thresholds, diagnose, overall, plot_diagnostic_histogra
 from .outputs import write_atomic
 from .errors import DPSError
 from .selection import beta_budget, chain_jaccard, credible_interval, jaccard, mean_offdiagonal, probability_rule, \
-    select_budget, select_by_probability, selection_table, top_beta_rule, uncertain
+    select_budget, select_by_probability, selection_table, top_beta_rule
 
 SECTIONS = ["config", "diagnostics", "weights", "trusted", "uncertain", "selection", "metrics"]
 N_SHOW = 12  # examples shown per gallery
@@ -163,7 +163,8 @@ def _stored_examples(run_dir: Path, ids: np.ndarray) -> _Examples:
             arrays = {k: npz[k] for k in npz.files if k in ("position", "example", "true_label", "image", "text")}
         pos = np.asarray(arrays["position"])
         k = pos.shape[0]
-        if pos.ndim != 1 or k > 3 * N_SHOW or pos.dtype.kind not in "iu" or (k and (pos.min() < 0 or pos.max() >= len(ids))):
+        if pos.ndim != 1 or k > 3 * N_SHOW or pos.dtype.kind not in "iu" \
+                or (k and (pos.min() < 0 or pos.max() >= len(ids))):
             raise ValueError("bad positions")
         if not np.array_equal(arrays["example"], ids[pos]):
             raise ValueError("its example ids do not match draws.nc")
@@ -516,8 +517,9 @@ def _selection_section(plan: _Plan, draws: np.ndarray, groups: dict, csv_name: s
             + f"<p>Jaccard agreement of the two rules: {jaccard(plan.keep_top, plan.keep_prob):.3f}. Chain "
               "agreement: the rule applied to each chain's draws alone, compared pairwise.</p>"
             + f'<p>The full selection table is the file <code class="csv">{_esc(csv_name)}</code> beside '
-              f"this page (not embedded, so the page stays small whatever N_t): one row per example with groups, mean, 90% interval, P(w &gt; {plan.tau:g}), the "
-              "top-beta decision and the uncertain flag.</p></section>")
+              "this page (not embedded, so the page stays small whatever N_t): one row per example with groups, "
+              f"mean, 90% interval, P(w &gt; {plan.tau:g}), the top-beta decision and the uncertain flag.</p>"
+              "</section>")
 
 
 def _metrics_section(metrics: dict) -> str:

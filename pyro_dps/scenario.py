@@ -144,7 +144,8 @@ def _run(config, out, seed, device, chains, progress, echo, resume, checkpoint_e
                           "loaded (a pickle can run code) and cannot be continued; delete it and run without --resume")
     model = load_model(config["model"]["file"])
     data = build_data(data_spec)
-    own_files = list(side.values()) if comm.main else [Path(f"{out}.checkpoint.safetensors.rank{comm.rank}")] * (out is not None)
+    rank_file = [Path(f"{out}.checkpoint.safetensors.rank{comm.rank}")] if out is not None else []
+    own_files = list(side.values()) if comm.main else rank_file
     if not resume:
         for path in own_files:
             path.unlink(missing_ok=True)

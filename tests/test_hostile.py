@@ -9,7 +9,6 @@ temporary file left, and no marker file from a crafted pickle (nothing executed)
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import pickle
 import shutil
@@ -85,6 +84,16 @@ def snapshot(root: Path) -> dict[str, str]:
 
 
 # ------------------------------------------------------------------------------------------- fixtures
+@pytest.fixture(scope="module", autouse=True)
+def fast_report():
+    """The runs here are about refusals, not diagnostics: R-hat/ESS of 100 weights keep each run short."""
+    import pyro_dps.report as report
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(report, "MAX_DIAG_EXAMPLES", 100)
+        yield
+
+
 @pytest.fixture(scope="module")
 def npz_base(tmp_path_factory):
     """data.npz, model.py, c.toml (relative paths) and out.checkpoint.safetensors of an interrupted run."""
@@ -215,8 +224,9 @@ def _toml_cases():
                                     "network.depth"),
         "network: lenet5 on 8x8 rows": (lambda d: _cfg(d, TINY.replace("hidden = [8]", 'kind = "lenet5"')),
                                         "does not take rows"),
-        "network: hidden with lenet5": (lambda d: _cfg(d, TINY.replace("hidden = [8]", 'kind = "lenet5"\nhidden = [8]')),
-                                        "network.hidden is not used"),
+        "network: hidden with lenet5": (
+            lambda d: _cfg(d, TINY.replace("hidden = [8]", 'kind = "lenet5"\nhidden = [8]')),
+            "network.hidden is not used"),
         # model hyper-parameters
         "model: beta = 1.5": (lambda d: _cfg(d, TINY + "[model]\nhyper = {beta = 1.5}\n"), "beta"),
         "model: rho_t = nan": (lambda d: _cfg(d, TINY + "[model]\nhyper = {rho_t = nan}\n"), "rho_t"),
@@ -227,8 +237,8 @@ def _toml_cases():
                                    "noise_rate"),
         "data: seed = -1": (lambda d: _cfg(d, TINY.replace("noise_rate = 0.3", "noise_rate = 0.3\nseed = -1")),
                             "data.seed"),
-        "data: unknown source": (lambda d: _cfg(d, TINY.replace('source = "digits"', 'source = "imagenet"\npath = "x"')),
-                                 "data.source"),
+        "data: unknown source": (
+            lambda d: _cfg(d, TINY.replace('source = "digits"', 'source = "imagenet"\npath = "x"')), "data.source"),
         "data: path missing": (lambda d: _cfg(d, NPZ.replace('path = "data.npz"', 'path = "missing.npz"')),
                                "missing.npz"),
         # baselines: checked before the BADS run, not after it
@@ -462,8 +472,8 @@ class _Lazy:
 
 CASES = {**_toml_cases(), **_cli_cases(), **_data_cases(), **_model_cases(),
          **_resume_cases(lambda: _Lazy.values["npz_base"]), **_score_cases(lambda: _Lazy.values["wnet_run"]),
-         **_report_cases(lambda: _Lazy.values["run_dir"])}
-NEEDS = {"resume:": "npz_base", "score:": "wnet_run", "upgrade:": "wnet_run", "report:": "run_dir"}
+         **_report_cases(lambda: _Lazy.values["wnet_run"] / "table")}
+NEEDS = {"resume:": "npz_base", "score:": "wnet_run", "upgrade:": "wnet_run", "report:": "wnet_run"}
 
 
 @pytest.mark.parametrize("name", list(CASES))

@@ -22,7 +22,7 @@ from pyro_dps.models import bads
 from pyro_dps.rundir import MANIFEST, read_manifest, run_lock
 from pyro_dps.safefile import load_tree, save_tree
 
-from test_hostile import MODEL, TINY, evil_pickle
+from test_hostile import TINY, evil_pickle, fast_report  # noqa: F401 - fast_report is autouse here too
 
 
 def _run(cfg: Path, out: Path, *extra: str) -> int:
@@ -203,11 +203,11 @@ def test_upgrade_converts_a_legit_old_posterior(user_model_run, tmp_path, capsys
     assert (tmp_path / "s.csv").read_text() == (tmp_path / "t.csv").read_text()
 
 
-def test_report_reads_nothing_outside_the_run_directory(run_dir, tmp_path, monkeypatch):
+def test_report_reads_nothing_outside_the_run_directory(tiny, tmp_path, monkeypatch):
     import pyro_dps.scenario as scenario
 
     copy = tmp_path / "run"
-    shutil.copytree(run_dir, copy)
+    assert _run(tiny, copy) == 0
     metrics = json.loads((copy / "metrics.json").read_text())
     metrics["config"]["data"] = {"source": "npz", "path": "/etc/shadow", "n_train": 10 ** 12}
     (copy / "metrics.json").write_text(json.dumps(metrics))
@@ -269,3 +269,20 @@ def test_disk_full_is_a_clear_error_and_leaves_nothing(tiny, tmp_path, capsys, c
         assert (disk / "keep.txt").read_text() == "the user's"
     finally:
         subprocess.run(["umount", str(disk)], check=False)
+
+
+def test_a_causal_lm_with_pickled_weights_is_refused(tmp_path):
+    """A model directory whose weights are a pytorch_model.bin (a pickle) is not loaded: nothing runs."""
+    pytest.importorskip("transformers")
+    from test_causal_lm import _save_tiny_lm
+
+    from pyro_dps.text.causal_lm import load_causal_lm
+
+    model = tmp_path / "model"
+    _save_tiny_lm(model)
+    for weights in model.glob("*.safetensors"):
+        weights.unlink()
+    evil_pickle(model / "pytorch_model.bin", tmp_path / "MARKER", zip_format=True)
+    with pytest.raises(DPSError, match="cannot be loaded"):
+        load_causal_lm(model)
+    assert not (tmp_path / "MARKER").exists()
