@@ -92,10 +92,17 @@ def _check_replaceable(out: Path) -> None:
 
 
 def _unchanged(path: Path, entry) -> bool:
+    """The file is as the manifest entry (or, mid-publish, its previous version) recorded it."""
     if not isinstance(entry, dict) or path.is_symlink() or not path.is_file():
         return False
+    now = _entry(path)
+    return any(isinstance(e, dict) and e.get("size") == now["size"] and e.get("mtime_ns") == now["mtime_ns"]
+               for e in (entry, entry.get("previous")))
+
+
+def _entry(path: Path) -> dict:
     st = path.stat()
-    return entry.get("size") == st.st_size and entry.get("mtime_ns") == st.st_mtime_ns
+    return {"size": st.st_size, "mtime_ns": st.st_mtime_ns}
 
 
 def read_manifest(run_dir: str | os.PathLike) -> dict[str, dict]:
@@ -119,13 +126,20 @@ def record(run_dir: str | os.PathLike, names) -> None:
     run_dir = Path(run_dir)
     files = {k: v for k, v in read_manifest(run_dir).items() if (run_dir / k).is_file()}
     for name in names:
-        st = (run_dir / name).stat()
-        files[name] = {"size": st.st_size, "mtime_ns": st.st_mtime_ns}
+        files[name] = _entry(run_dir / name)
+    _write_manifest(run_dir, files)
+
+
+def _write_manifest(run_dir: Path, files: dict) -> None:
     fd, tmp = tempfile.mkstemp(prefix=f"{MANIFEST}.", suffix=".tmp", dir=run_dir)
-    with os.fdopen(fd, "w", encoding="utf-8") as fh:
-        json.dump({"written_by": "pyro-dps", "files": files}, fh, indent=1, sort_keys=True)
-    os.chmod(tmp, 0o666 & ~_umask())
-    os.replace(tmp, run_dir / MANIFEST)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            json.dump({"written_by": "pyro-dps", "files": files}, fh, indent=1, sort_keys=True)
+        os.chmod(tmp, 0o666 & ~_umask())
+        os.replace(tmp, run_dir / MANIFEST)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
 
 
 def _umask() -> int:
@@ -189,7 +203,8 @@ def remove_stale_staging(out: str | os.PathLike) -> None:
 @contextlib.contextmanager
 def staged_directory(out: str | os.PathLike, overwrite: bool = False):
     """Yield a fresh staging folder beside OUT; on success its files are published into OUT, on failure
-    (or a signal) it is removed and OUT is left as it was."""
+    (or a signal) it is removed and OUT is left as it was. If OUT changed during the run so that it may no
+    longer be written, the finished run's files are kept in the staging folder and the error says where."""
     out = Path(out)
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
@@ -198,29 +213,39 @@ def staged_directory(out: str | os.PathLike, overwrite: bool = False):
         (stage / STAGING_MARKER).touch()
     except OSError as exc:
         raise ConfigError(f"output directory {str(out)!r} cannot be written: {exc.strerror or exc}") from exc
+    keep = False
     try:
         yield stage
-        publish(stage, out, overwrite)
+        try:
+            check_out_dir(out, overwrite)  # again: OUT may have changed while the run worked
+        except ConfigError as exc:
+            keep = True
+            (stage / STAGING_MARKER).unlink(missing_ok=True)  # not a leftover to clean: the run's results
+            raise ConfigError(f"{exc}; the finished run's files are kept in {str(stage)!r}") from None
+        publish(stage, out)
     except OSError as exc:  # a full disk, a folder made read-only meanwhile, ...
         raise ConfigError(f"output directory {str(out)!r} cannot be written: {exc.strerror or exc}; nothing "
                           "was published") from exc
     finally:
-        shutil.rmtree(stage, ignore_errors=True)
+        if not keep:
+            shutil.rmtree(stage, ignore_errors=True)
 
 
-def publish(stage: Path, out: Path, overwrite: bool) -> None:
+def publish(stage: Path, out: Path) -> None:
     """Move the staged files into OUT: a rename of the whole folder when OUT is new (or empty), else file by
-    file, replacing only the run files of the manifest; the manifest then lists what was written."""
-    (stage / STAGING_MARKER).unlink(missing_ok=True)
-    names = sorted(p.name for p in stage.iterdir())
-    check_out_dir(out, overwrite)  # again: OUT may have changed while the run worked
+    file, replacing only the run files of the manifest. Before the moves the manifest accepts both the old
+    and the new version of each file, so a run killed half-way leaves a directory the next run may reuse."""
+    names = sorted(p.name for p in stage.iterdir() if p.name != STAGING_MARKER)
     if not out.exists() or (out.is_dir() and not any(out.iterdir())):
         if out.exists():
             out.rmdir()  # empty, so nothing of the user's
         os.replace(stage, out)
+        (out / STAGING_MARKER).unlink(missing_ok=True)
         record(out, names)
         return
-    stale = [n for n in read_manifest(out) if n not in names and n != MANIFEST and owns(out, n)]
+    old = read_manifest(out)
+    stale = [n for n in old if n not in names and n != MANIFEST and owns(out, n)]
+    _write_manifest(out, {**old, **{n: {**_entry(stage / n), "previous": old.get(n)} for n in names}})
     for name in names:
         os.replace(stage / name, out / name)
     for name in stale:  # an earlier run's file this run did not write (e.g. a report that failed this time)

@@ -286,3 +286,43 @@ def test_a_causal_lm_with_pickled_weights_is_refused(tmp_path):
     with pytest.raises(DPSError, match="cannot be loaded"):
         load_causal_lm(model)
     assert not (tmp_path / "MARKER").exists()
+
+
+def test_a_run_killed_while_publishing_leaves_a_directory_the_next_run_reuses(tiny, tmp_path, monkeypatch):
+    import pyro_dps.rundir as rundir
+
+    out = tmp_path / "out"
+    assert _run(tiny, out) == 0
+    real, moves = os.replace, []
+
+    def killed_after_two(src, dst):
+        if Path(src).parent.name.startswith(".out.staging-") and len(moves) == 2:
+            raise KeyboardInterrupt("SIGKILL stand-in")
+        moves.append(dst)
+        return real(src, dst)
+
+    monkeypatch.setattr(rundir.os, "replace", killed_after_two)
+    assert _run(tiny, out, "--overwrite") == 130  # two files new, the others old
+    monkeypatch.setattr(rundir.os, "replace", real)
+    assert len(moves) == 2
+    assert _run(tiny, out, "--overwrite") == 0
+    assert not [p for p in tmp_path.iterdir() if "staging" in p.name]
+
+
+def test_results_are_kept_when_out_changes_during_the_run(tiny, tmp_path, capsys, monkeypatch):
+    import pyro_dps.report as report
+
+    out = tmp_path / "out"
+
+    def user_writes_into_out(*args, **kwargs):
+        out.mkdir(exist_ok=True)
+        (out / "meanwhile.txt").write_text("the user's")
+
+    monkeypatch.setattr(report, "write_run_report", user_writes_into_out)
+    assert _run(tiny, out) == 2
+    err = capsys.readouterr().err
+    assert "not empty" in err and "files are kept in" in err
+    kept = [p for p in tmp_path.iterdir() if p.name.startswith(".out.staging-")]
+    assert len(kept) == 1 and (kept[0] / "metrics.json").is_file()
+    assert sorted(p.name for p in out.iterdir()) == ["meanwhile.txt"]
+    assert _run(tiny, tmp_path / "other") == 0 and kept[0].exists()  # not mistaken for a leftover
