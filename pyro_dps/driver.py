@@ -88,6 +88,9 @@ class SamplerConfig:
         for ok, message in checks:
             if not ok:
                 raise ConfigError(message)
+        if self.potential not in ("auto", "fused", "trace"):
+            raise ConfigError(f"potential must be 'auto', 'fused' or 'trace', got {self.potential!r}")
+        _check_kernel_kwargs(self.kernel, self.kernel_kwargs)
         check_device(self.device, "device")
         if self.table_device is not None:
             check_device(self.table_device, "table_device")
@@ -108,6 +111,31 @@ class SamplerConfig:
         if self.warmup + self.samples * self.thin > MAX_STEPS:
             raise ConfigError(f"warmup + samples * thin = {self.warmup + self.samples * self.thin} steps per chain "
                               f"is more than {MAX_STEPS}")
+
+
+DRIVER_KWARGS = {"potential", "step_size", "temperature", "local_step_size", "generator", "compile", "comm",
+                 "noise_rows"}  # what fit passes to every kernel itself
+
+
+def _check_kernel_kwargs(kernel: str, kwargs: dict) -> None:
+    """kernel_kwargs that the kernel (and, for `paper`, its torch optimizer) takes, with finite numbers."""
+    import inspect
+
+    from .kernels.paper import OPTIMIZERS
+
+    params = inspect.signature(ALGORITHMS[kernel]).parameters
+    takes = {k for k, p in params.items() if p.kind is not p.VAR_KEYWORD} - DRIVER_KWARGS
+    if kernel == "paper":
+        optimizer = OPTIMIZERS.get(kwargs.get("optimizer", "sgd"))
+        if optimizer is None:
+            raise ConfigError(f"kernel_kwargs.optimizer must be one of {sorted(OPTIMIZERS)}, "
+                              f"got {kwargs['optimizer']!r}")
+        takes |= set(inspect.signature(optimizer).parameters) - {"params", "lr"}
+    for key, value in kwargs.items():
+        if key not in takes:
+            raise ConfigError(f"kernel_kwargs.{key} is not a setting of kernel {kernel!r} (it takes {sorted(takes)})")
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ConfigError(f"kernel_kwargs.{key} must be finite, got {value!r}")
 
 
 @dataclass

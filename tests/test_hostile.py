@@ -206,6 +206,11 @@ def _toml_cases():
         "sampler: temperature = nan": (lambda d: _cfg(d, s("temperature = nan")), "sampler.temperature"),
         "sampler: memory_budget_mb = 0": (lambda d: _cfg(d, s("memory_budget_mb = 0")), "memory_budget_mb"),
         "sampler: kernel_kwargs not a table": (lambda d: _cfg(d, s("kernel_kwargs = 3")), "kernel_kwargs"),
+        "sampler: kernel_kwargs unknown": (lambda d: _cfg(d, s("kernel_kwargs = {bogus = 1}")), "kernel_kwargs.bogus"),
+        "sampler: paper optimizer kwarg": (lambda d: _cfg(d, s('kernel = "paper"') + "[sampler.kernel_kwargs]\n"
+                                                          "optimizer = \"adam\"\nmomentum = 0.9\n"),
+                                           "kernel_kwargs.momentum"),
+        "sampler: potential unknown": (lambda d: _cfg(d, s('potential = "magic"')), "sampler.potential"),
         "sampler: batch_size > N_t": (lambda d: _cfg(d, s("batch_size = 100000")), "batch_size"),
         "sampler: device = cuda": (lambda d: _cfg(d, s('device = "cuda"')), "CUDA is not available"),
         "sampler: device = tpu": (lambda d: _cfg(d, s('device = "tpu"')), "sampler.device"),
