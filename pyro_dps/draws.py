@@ -5,6 +5,7 @@ Layout (ArviZ's): `weights` with dims (chain, draw, example); scalars with dims 
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -32,6 +33,11 @@ class DrawStore:
                 raise ConfigError(f"the draws ({chains} chains x {draws} draws x {n} examples) exceed "
                                   f"memory_budget_mb = {memory_budget_mb}; give spill_path for the netCDF file")
             self.path = Path(spill_path)
+            need = chains * draws * n * 4
+            free = shutil.disk_usage(self.path.parent if self.path.parent.exists() else ".").free
+            if not (append and self.path.exists()) and need > free:
+                raise ConfigError(f"the draws need {need / 2 ** 30:.1f} GiB in {str(self.path)!r} but only "
+                                  f"{free / 2 ** 30:.1f} GiB are free there; keep fewer draws or chains")
             if append and self.path.exists():  # resuming: keep the draws already written
                 self._nc = netCDF4.Dataset(self.path, "a")
                 self._weights = self._nc.variables["weights"]

@@ -28,6 +28,8 @@ from .kernels import ALGORITHMS, MinibatchSampler
 from .kernels.base import resync_w_sum
 from .potential import TracePotential, log_joint_estimate, make_potential, summarize_stats
 
+MAX_DRAW_BYTES = 2 ** 40  # weight draws of a run (1 TiB; streamed to disk beyond memory_budget_mb)
+MAX_THETA_BYTES = 2 ** 36  # theta snapshots and final thetas kept in memory (64 GiB)
 THETA_RMS_LIMIT = 1e4  # per-coordinate RMS of theta past which a chain has exploded (times sqrt(T) when T > 1)
 SCALARS = ["log_joint", "meta_loss", "train_loss", "w_mean", "theta_norm", "rejected_steps", "step_scale"]
 
@@ -111,6 +113,25 @@ class SamplerConfig:
         if self.warmup + self.samples * self.thin > MAX_STEPS:
             raise ConfigError(f"warmup + samples * thin = {self.warmup + self.samples * self.thin} steps per chain "
                               f"is more than {MAX_STEPS}")
+        if self.chains * self.samples > MAX_DRAWS:
+            raise ConfigError(f"chains * samples = {self.chains * self.samples} draws is more than {MAX_DRAWS}")
+        if problem is not None:
+            self._check_memory(problem)
+
+    def _check_memory(self, problem: Problem) -> None:
+        """Draws and theta copies that fit: weight draws within MAX_DRAW_BYTES (on disk when streamed), the
+        kept snapshots and final thetas within MAX_THETA_BYTES of memory."""
+        draws = self.chains * self.samples * problem.n_train * 4
+        if draws > MAX_DRAW_BYTES:
+            raise ConfigError(f"chains * samples * N_t = {self.chains} * {self.samples} * {problem.n_train} weight "
+                              f"draws need {draws / 2 ** 30:.0f} GiB, more than {MAX_DRAW_BYTES // 2 ** 30} GiB; "
+                              "keep fewer draws (samples) or chains")
+        size = sum(math.prod(shape) for shape in problem.param_shapes.values())
+        copies = (min(self.snapshots, self.samples) + self.chains) * size * 4
+        if copies > MAX_THETA_BYTES:
+            raise ConfigError(f"{min(self.snapshots, self.samples)} snapshots and {self.chains} final thetas of "
+                              f"{size} parameters need {copies / 2 ** 30:.0f} GiB, more than "
+                              f"{MAX_THETA_BYTES // 2 ** 30} GiB; keep fewer snapshots")
 
 
 DRIVER_KWARGS = {"potential", "step_size", "temperature", "local_step_size", "generator", "compile", "comm",

@@ -212,6 +212,8 @@ def _toml_cases():
                                            "kernel_kwargs.momentum"),
         "sampler: potential unknown": (lambda d: _cfg(d, s('potential = "magic"')), "sampler.potential"),
         "sampler: batch_size > N_t": (lambda d: _cfg(d, s("batch_size = 100000")), "batch_size"),
+        "sampler: 10^7 x 1024 draws": (lambda d: _cfg(d, s("samples = 10000000", s("chains = 1024"))),
+                                       "chains * samples"),
         "sampler: device = cuda": (lambda d: _cfg(d, s('device = "cuda"')), "CUDA is not available"),
         "sampler: device = tpu": (lambda d: _cfg(d, s('device = "tpu"')), "sampler.device"),
         # network

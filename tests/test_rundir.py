@@ -326,3 +326,17 @@ def test_results_are_kept_when_out_changes_during_the_run(tiny, tmp_path, capsys
     assert len(kept) == 1 and (kept[0] / "metrics.json").is_file()
     assert sorted(p.name for p in out.iterdir()) == ["meanwhile.txt"]
     assert _run(tiny, tmp_path / "other") == 0 and kept[0].exists()  # not mistaken for a leftover
+
+
+def test_settings_that_would_allocate_terabytes_are_refused_before_any_work():
+    x = torch.zeros(30_000, 1)
+    y = torch.zeros(30_000, dtype=torch.long)
+    y[1] = 1
+    problem = Problem(nn.Linear(1, 2), x, y, x[:4], y[:4])
+    with pytest.raises(ConfigError, match=r"weight draws need \d+ GiB"):
+        SamplerConfig(chains=1000, samples=10_000).validate(problem)
+    big = Problem(nn.Linear(1000, 10_000), torch.zeros(8, 1000), torch.arange(8), torch.zeros(4, 1000),
+                  torch.arange(4))
+    with pytest.raises(ConfigError, match="keep fewer snapshots"):
+        SamplerConfig(chains=1, samples=10_000, snapshots=10_000, batch_size=8).validate(big)
+    SamplerConfig(chains=1, samples=10_000, snapshots=10, batch_size=8).validate(big)  # a sane run passes
