@@ -194,7 +194,7 @@ def check_baseline(name: str, settings: dict) -> None:
 def _check_values(config: dict) -> None:
     hyper = config["model"]["hyper"]
     beta = hyper.get("beta")
-    if isinstance(beta, (int, float)) and not 0 < beta <= 1:
+    if isinstance(beta, (int, float)) and not isinstance(beta, bool) and not 0 < beta <= 1:
         raise ConfigError(f"model.hyper.beta must be in (0, 1], got {beta!r}")
     sigma = hyper.get("sigma")
     if isinstance(sigma, (int, float)) and not sigma > 0:
@@ -206,6 +206,8 @@ def _check_values(config: dict) -> None:
     for key, value in hyper.items():
         if isinstance(value, float) and not math.isfinite(value):
             raise ConfigError(f"model.hyper.{key} must be finite, got {value!r}")
+        if isinstance(value, bool) and key in DEMO["model"]["hyper"] | {"sigma": None}:
+            raise ConfigError(f"model.hyper.{key} must be a number, got {value!r}")
 
 
 def load_config(path: str | Path) -> dict:

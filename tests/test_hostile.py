@@ -237,6 +237,7 @@ def _toml_cases():
         # model hyper-parameters
         "model: beta = 1.5": (lambda d: _cfg(d, TINY + "[model]\nhyper = {beta = 1.5}\n"), "beta"),
         "model: rho_t = nan": (lambda d: _cfg(d, TINY + "[model]\nhyper = {rho_t = nan}\n"), "rho_t"),
+        "model: beta = true": (lambda d: _cfg(d, TINY + "[model]\nhyper = {beta = true}\n"), "model.hyper.beta"),
         # data settings
         "data: meta_per_class = 0": (lambda d: _cfg(d, TINY.replace("meta_per_class = 5", "meta_per_class = 0")),
                                      "meta_per_class"),
