@@ -66,7 +66,7 @@ class SamplerConfig:
     def validate(self, problem: Problem | None) -> "SamplerConfig":
         """Every setting in its range (`pyro_dps.bounds`), before any work starts; ConfigError naming the field.
         Without a problem (a configuration checked before its data is read) the data-dependent bounds are skipped."""
-        if self.kernel not in ALGORITHMS:
+        if not isinstance(self.kernel, str) or self.kernel not in ALGORITHMS:
             raise ConfigError(f"kernel must be one of {sorted(ALGORITHMS)}, got {self.kernel!r}")
         self._check_counts(problem)
         total = self.warmup + self.samples * self.thin
