@@ -147,7 +147,8 @@ def _check_kernel_kwargs(kernel: str, kwargs: dict) -> None:
     params = inspect.signature(ALGORITHMS[kernel]).parameters
     takes = {k for k, p in params.items() if p.kind is not p.VAR_KEYWORD} - DRIVER_KWARGS
     if kernel == "paper":
-        optimizer = OPTIMIZERS.get(kwargs.get("optimizer", "sgd"))
+        name = kwargs.get("optimizer", "sgd")
+        optimizer = OPTIMIZERS.get(name) if isinstance(name, str) else None
         if optimizer is None:
             raise ConfigError(f"kernel_kwargs.optimizer must be one of {sorted(OPTIMIZERS)}, "
                               f"got {kwargs['optimizer']!r}")
