@@ -2,13 +2,20 @@
 from __future__ import annotations
 
 import copy
+import math
 import tomllib
 from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
+from .bounds import MAX_DEPTH, MAX_STEPS, MAX_STEP_SIZE, MAX_WIDTH, SEED_MAX, check_int, check_real
 from .driver import SamplerConfig
 from .errors import ConfigError
+
+MAX_CONFIG_BYTES = 1 << 20  # a scenario file is a few hundred bytes; anything near this is not one
+DATA_BOUNDS = {"seed": (0, SEED_MAX), "meta_per_class": (1, 10 ** 6), "test_per_class": (0, 10 ** 6),
+               "n_train": (1, 10 ** 9), "n_test": (1, 10 ** 9), "in_domain_train": (0, 10 ** 9),
+               "max_length": (1, 10 ** 6)}
 
 DATA_KEYS = {"source": str, "path": str, "seed": int, "noise": (str, type(None)), "noise_rate": float,
              "meta_per_class": int, "test_per_class": int, "imbalance_factor": (float, type(None)),
@@ -95,7 +102,92 @@ def validate_config(config: dict) -> dict:
         _check_types(settings, {**BASELINE_KEYS, **EXTRA_SETTINGS.get(name, {})}, f"baselines.{name}")
     out["baselines"] = baselines
     _check_values(out)
+    _check_data(out["data"])
+    check_network(out["network"])
+    _check_sampler(out["sampler"])
+    for name, settings in baselines.items():
+        check_baseline(name, settings)
     return out
+
+
+def _check_data(data: dict) -> None:
+    """[data] counts and seeds in range (fractions and files are checked by the builders, before reading)."""
+    for key, (low, high) in DATA_BOUNDS.items():
+        if data.get(key) is not None:
+            check_int(data[key], f"data.{key}", low, high)
+    for key in ("path", "cache"):
+        if key in data and not data[key].strip():
+            raise ConfigError(f"data.{key} must be a non-empty path, got {data[key]!r}")
+    factor = data.get("imbalance_factor")
+    if factor is not None:
+        check_real(factor, "data.imbalance_factor", 1.0, 1e6)
+
+
+def check_network(network: dict, where: str = "network") -> None:
+    """A network table that `scenario.build_network` can build in bounded memory; ConfigError otherwise."""
+    from .networks import NETWORKS
+
+    kind = network.get("kind", "mlp")
+    if kind not in NETWORKS:
+        raise ConfigError(f"{where}.kind must be one of {sorted(NETWORKS)}, got {kind!r}")
+    takes = {"mlp": {"kind", "hidden"}, "lenet5": {"kind"}, "resnet": {"kind", "depth", "width"}}[kind]
+    unused = sorted(set(network) - takes)
+    if unused:
+        raise ConfigError(f"{where}.{unused[0]} is not used by {where}.kind = {kind!r}")
+    if kind == "mlp":
+        hidden = network.get("hidden", [128])
+        if not isinstance(hidden, list) or len(hidden) > MAX_DEPTH:
+            raise ConfigError(f"{where}.hidden must be a list of at most {MAX_DEPTH} layer widths, got {hidden!r}")
+        for i, width in enumerate(hidden):
+            check_int(width, f"{where}.hidden[{i}]", 1, MAX_WIDTH)
+    if kind == "resnet":
+        depth = check_int(network.get("depth", 8), f"{where}.depth", 8, 6 * 100 + 2)
+        if (depth - 2) % 6:
+            raise ConfigError(f"{where}.depth must be 6n+2 (8, 14, 20, 32, ...), got {depth}")
+        width = check_int(network.get("width", 16), f"{where}.width", 4, 4096)
+        if width % 4:
+            raise ConfigError(f"{where}.width must be a multiple of 4 (GroupNorm of 4 groups), got {width}")
+
+
+def _check_sampler(sampler: dict) -> None:
+    """The [sampler] table through SamplerConfig's own checks, except those that need the data."""
+    try:
+        SamplerConfig(**sampler).validate(None)
+    except ConfigError as exc:
+        raise ConfigError(f"sampler.{exc}") from None
+
+
+BASELINE_BOUNDS = {"steps": (1, MAX_STEPS), "batch_size": (1, 10 ** 7), "meta_batch_size": (1, 10 ** 7),
+                   "hidden": (1, MAX_WIDTH), "score_steps": (0, MAX_STEPS), "finetune_steps": (0, MAX_STEPS),
+                   "folds": (2, 100), "fold_steps": (1, MAX_STEPS)}
+BASELINE_RATES = {"lr": (0.0, MAX_STEP_SIZE), "virtual_lr": (0.0, MAX_STEP_SIZE), "meta_lr": (0.0, MAX_STEP_SIZE),
+                  "finetune_lr": (0.0, MAX_STEP_SIZE)}
+
+
+def check_baseline(name: str, settings: dict) -> None:
+    """A baseline's settings in range, so a bad one fails before the BADS run, not after it."""
+    from .baselines import cleanlab_available
+    from .training import OPTIMIZERS
+
+    where = f"baselines.{name}"
+    for key, value in settings.items():
+        if key in BASELINE_BOUNDS and value is not None:
+            check_int(value, f"{where}.{key}", *BASELINE_BOUNDS[key])
+        elif key in BASELINE_RATES:
+            check_real(value, f"{where}.{key}", *BASELINE_RATES[key], low_open=True)
+    if "weight_decay" in settings:
+        check_real(settings["weight_decay"], f"{where}.weight_decay", 0.0, 1e3)
+    if "beta" in settings:
+        check_real(settings["beta"], f"{where}.beta", 0.0, 1.0, low_open=True)
+    if settings.get("optimizer", "adam") not in OPTIMIZERS:
+        raise ConfigError(f"{where}.optimizer must be one of {sorted(OPTIMIZERS)}, got {settings['optimizer']!r}")
+    if name == "cleanlab":
+        filters = ("prune_by_noise_rate", "prune_by_class", "both", "confident_learning", "predicted_neq_given")
+        if settings.get("filter_by", filters[0]) not in filters:
+            raise ConfigError(f"{where}.filter_by must be one of {list(filters)}, got {settings['filter_by']!r}")
+        if not cleanlab_available():
+            raise ConfigError(f"{where}: the cleanlab baseline needs the optional extra: "
+                              "pip install 'pyro-dps[cleanlab]'")
 
 
 def _check_values(config: dict) -> None:
@@ -111,18 +203,28 @@ def _check_values(config: dict) -> None:
         value = hyper.get(key)
         if value is not None and (not isinstance(value, (int, float)) or not value > 0):
             raise ConfigError(f"model.hyper.{key} must be a number > 0, got {value!r}")
-    temperature = config["sampler"].get("temperature", 0.0)  # absent: SamplerConfig's default
-    if not isinstance(temperature, (int, float)) or isinstance(temperature, bool) or temperature < 0:
-        raise ConfigError(f"sampler.temperature must be a number >= 0, got {temperature!r}")
+    for key, value in hyper.items():
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ConfigError(f"model.hyper.{key} must be finite, got {value!r}")
+        if isinstance(value, bool) and key in DEMO["model"]["hyper"] | {"sigma": None}:
+            raise ConfigError(f"model.hyper.{key} must be a number, got {value!r}")
 
 
 def load_config(path: str | Path) -> dict:
     """Read and validate a TOML scenario file."""
     path = Path(path)
     try:
-        text = path.read_text()
+        if path.is_file() and path.stat().st_size > MAX_CONFIG_BYTES:
+            raise ConfigError(f"configuration file {str(path)!r} is larger than {MAX_CONFIG_BYTES} bytes: "
+                              "not a scenario file")
+        raw_bytes = path.read_bytes()
     except OSError as exc:
         raise ConfigError(f"configuration file {str(path)!r} cannot be read: {exc.strerror or exc}") from exc
+    try:
+        text = raw_bytes.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"configuration file {str(path)!r} is not UTF-8 text (byte {exc.start}); "
+                          "TOML files must be UTF-8") from None
     try:
         raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:

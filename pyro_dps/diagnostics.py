@@ -371,10 +371,15 @@ def _group_labels(key: str, values: np.ndarray) -> tuple[list, list[str]]:
     return levels, [str(v) for v in levels]
 
 
+PLOT_POINTS = 5000  # examples drawn in the sorted-means panel (evenly spaced in rank when N_t is larger)
+PLOT_LEVELS = 30  # group levels drawn per grouping (the largest)
+
+
 def plot_weights_by_group(data, groups: list[str] | None = None, interval: float = 0.9):
     """Weight posteriors by group: per grouping coordinate (class, source, clean/noisy), the posterior means
     of each group's examples (box) over the pooled draws (violin); plus every example's mean and central
-    interval, sorted, coloured by clean/noisy when known."""
+    interval, sorted, coloured by clean/noisy when known. Bounded whatever N_t: at most PLOT_LEVELS levels
+    per grouping and PLOT_POINTS examples (evenly spaced in rank) in the sorted panel."""
     plt = _plt()
     post = posterior_group(data)
     w = post["weights"].transpose("chain", "draw", "example").values
@@ -382,18 +387,22 @@ def plot_weights_by_group(data, groups: list[str] | None = None, interval: float
     mean = flat.mean(0)
     coords = example_groups(data)
     keys = [k for k in (groups if groups is not None else list(coords)) if k in coords]
+    ratios = [max(1.0, min(len(np.unique(coords[k])), PLOT_LEVELS) / 4) for k in keys] + [1.6]
     fig, axes = plt.subplots(1, len(keys) + 1, figsize=(4.2 * (len(keys) + 1) + 1, 3.6), squeeze=False,
-                             gridspec_kw={"width_ratios": [max(1.0, len(np.unique(coords[k])) / 4) for k in keys]
-                                          + [1.6]})
+                             gridspec_kw={"width_ratios": ratios})
     axes = axes[0]
     rng = np.random.default_rng(0)
     for ax, key in zip(axes, keys):
         levels, names = _group_labels(key, coords[key])
+        if len(levels) > PLOT_LEVELS:
+            counts = np.array([(coords[key] == v).sum() for v in levels])
+            keep = np.sort(np.argsort(-counts, kind="stable")[:PLOT_LEVELS])
+            levels, names = [levels[i] for i in keep], [names[i] for i in keep]
         pooled, means = [], []
         for level in levels:
             cols = coords[key] == level
             sample = flat[:, cols].reshape(-1)
-            pooled.append(sample if sample.size <= 20000 else rng.choice(sample, 20000, replace=False))
+            pooled.append(sample if sample.size <= 2000 else rng.choice(sample, 2000, replace=False))
             means.append(mean[cols])
         pos = np.arange(1, len(levels) + 1)
         parts = ax.violinplot(pooled, positions=pos, widths=0.85, showextrema=False)
@@ -406,9 +415,13 @@ def plot_weights_by_group(data, groups: list[str] | None = None, interval: float
         ax.set_title(f"by {key}", fontsize=10)
         ax.set_ylabel("weight")
     ax = axes[-1]
-    lo, hi = np.quantile(flat, [(1 - interval) / 2, (1 + interval) / 2], axis=0)
-    order = np.argsort(mean)
+    order = np.argsort(mean, kind="stable")
     x = np.arange(len(order))
+    if len(order) > PLOT_POINTS:
+        x = np.linspace(0, len(order) - 1, PLOT_POINTS).round().astype(int)
+        order = order[x]
+    lo, hi = np.full(mean.shape, np.nan), np.full(mean.shape, np.nan)
+    lo[order], hi[order] = np.quantile(flat[:, order], [(1 - interval) / 2, (1 + interval) / 2], axis=0)
     clean = coords.get("clean")
     colors = np.where(clean[order].astype(bool), "tab:blue", "tab:red") if clean is not None else "tab:blue"
     ax.vlines(x, lo[order], hi[order], colors=colors, alpha=0.25, lw=0.8)

@@ -5,10 +5,14 @@ Layout (ArviZ's): `weights` with dims (chain, draw, example); scalars with dims 
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import numpy as np
 import xarray as xr
+
+from .errors import ConfigError
 
 
 class DrawStore:
@@ -26,8 +30,14 @@ class DrawStore:
         if self.streamed:
             import netCDF4
             if spill_path is None:
-                raise ValueError("the draws exceed memory_budget_mb; give spill_path for the netCDF file")
+                raise ConfigError(f"the draws ({chains} chains x {draws} draws x {n} examples) exceed "
+                                  f"memory_budget_mb = {memory_budget_mb}; give spill_path for the netCDF file")
             self.path = Path(spill_path)
+            need = chains * draws * n * 4
+            free = shutil.disk_usage(self.path.parent if self.path.parent.exists() else ".").free
+            if not (append and self.path.exists()) and need > free:
+                raise ConfigError(f"the draws need {need / 2 ** 30:.1f} GiB in {str(self.path)!r} but only "
+                                  f"{free / 2 ** 30:.1f} GiB are free there; keep fewer draws or chains")
             if append and self.path.exists():  # resuming: keep the draws already written
                 self._nc = netCDF4.Dataset(self.path, "a")
                 self._weights = self._nc.variables["weights"]
@@ -55,10 +65,21 @@ class DrawStore:
         return {"scalars": {k: v.copy() for k, v in self.scalars.items()}, "weights": self._weights.copy()}
 
     def load_state_dict(self, state: dict) -> None:
-        for k, v in state["scalars"].items():
+        """Draws so far from a checkpoint; ConfigError when their names or shapes are not this store's."""
+        scalars = state.get("scalars") if isinstance(state, dict) else None
+        weights = state.get("weights") if isinstance(state, dict) else None
+        shape = (self.chains, self.draws)
+        fits = (isinstance(scalars, dict) and set(scalars) == set(self.scalars)
+                and all(isinstance(v, np.ndarray) and v.shape == shape for v in scalars.values())
+                and (weights is None if self.streamed else
+                     isinstance(weights, np.ndarray) and weights.shape == self._weights.shape))
+        if not fits:
+            raise ConfigError(f"the checkpoint's draws do not fit this run ({shape[0]} chains x {shape[1]} draws "
+                              f"x {len(self.example_ids)} examples, scalars {sorted(self.scalars)}); remove it")
+        for k, v in scalars.items():
             self.scalars[k][...] = v
         if not self.streamed:
-            self._weights[...] = state["weights"]
+            self._weights[...] = weights
 
     def close(self) -> None:
         if self.streamed and self._nc.isopen():
@@ -84,9 +105,16 @@ class DrawStore:
 def save_draws(ds: xr.Dataset, path: str | os.PathLike) -> None:
     """Write draws to netCDF atomically (a temporary file, then a rename)."""
     path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    ds.load().to_netcdf(tmp)
-    os.replace(tmp, path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        ds.load().to_netcdf(tmp)
+        os.replace(tmp, path)
+    except BaseException as exc:
+        Path(tmp).unlink(missing_ok=True)
+        if isinstance(exc, (RuntimeError, ValueError)) and not isinstance(exc, ConfigError):  # netCDF/HDF5's
+            raise OSError(f"draws file {str(path)!r} cannot be written ({type(exc).__name__}: {exc})") from exc
+        raise
 
 
 def load_draws(path: str | os.PathLike) -> xr.Dataset:

@@ -17,15 +17,22 @@ from tqdm.auto import tqdm
 
 from .context import Problem
 from .draws import DrawStore
-from .checkpoint import load_checkpoint, restore_state, save_checkpoint, state_to_payload
+from .checkpoint import check_position, check_sampler_state, load_checkpoint, restore_state, save_checkpoint, \
+    state_to_payload
 from .distributed import Communicator, ShardedSampler, ShardLayout, SlicedSampler
-from .errors import ConfigError, DivergenceError
+from .bounds import MAX_CHAINS, MAX_DRAWS, MAX_MEMORY_MB, MAX_SNAPSHOTS, MAX_STEPS, MAX_TEMPERATURE, SEED_MAX, \
+    check_device, check_int, check_real, check_schedule
+from .errors import ConfigError, DivergenceError, ModelError
+from .fingerprint import run_fingerprint
 from .kernels import ALGORITHMS, MinibatchSampler
 from .kernels.base import initial_weights, resync_w_sum
 from .potential import TracePotential, log_joint_estimate, make_potential, summarize_stats
 from .run_length import resolve_length
 from .useful_fraction import FractionEstimate, resolve_beta
 
+MAX_DRAW_BYTES = 2 ** 40  # weight draws of a run (1 TiB; streamed to disk beyond memory_budget_mb)
+MAX_THETA_BYTES = 2 ** 36  # theta snapshots and final thetas kept in memory (64 GiB)
+THETA_RMS_LIMIT = 1e4  # per-coordinate RMS of theta past which a chain has exploded (times sqrt(T) when T > 1)
 SCALARS = ["log_joint", "meta_loss", "train_loss", "w_mean", "theta_norm", "rejected_steps", "step_scale"]
 
 
@@ -60,46 +67,111 @@ class SamplerConfig:
     weight_update: str = "auto"  # table weights: "exact" conditional draws (auto where the model allows), "langevin"
     candidates: int = 8  # candidates per row and visit of the exact weight update (kernels/conditional.py)
 
-    def validate(self, problem: Problem) -> "SamplerConfig":
+    def validate(self, problem: Problem | None) -> "SamplerConfig":
+        """Every setting in its range (`pyro_dps.bounds`), before any work starts; ConfigError naming the field.
+        Without a problem (a configuration checked before its data is read) the data-dependent bounds are skipped."""
+        if not isinstance(self.kernel, str) or self.kernel not in ALGORITHMS:
+            raise ConfigError(f"kernel must be one of {sorted(ALGORITHMS)}, got {self.kernel!r}")
+        self._check_counts(problem)
+        total = self._length(problem).warmup + self.samples * self._length(problem).thin
+        check_schedule(self.step_size, "step_size", total)
+        if self.local_step_size is not None:
+            check_schedule(self.local_step_size, "local_step_size", total)
+        check_real(self.temperature, "temperature", 0.0, MAX_TEMPERATURE)
+        check_real(self.memory_budget_mb, "memory_budget_mb", 0.0, MAX_MEMORY_MB, low_open=True)
         checks = [
-            (self.kernel in ALGORITHMS, f"kernel must be one of {sorted(ALGORITHMS)}, got {self.kernel!r}"),
-            (isinstance(self.chains, int) and self.chains >= 1, f"chains must be an integer >= 1, got {self.chains!r}"),
-            (self.warmup == "auto" or (_is_int(self.warmup) and self.warmup >= 0),
-             f"warmup must be an integer >= 0 or 'auto', got {self.warmup!r}"),
-            (isinstance(self.samples, int) and self.samples >= 1, f"samples must be an integer >= 1, got {self.samples!r}"),
-            (self.thin == "auto" or (_is_int(self.thin) and self.thin >= 1),
-             f"thin must be an integer >= 1 or 'auto', got {self.thin!r}"),
-            (isinstance(self.batch_size, int) and 1 <= self.batch_size <= problem.n_train,
-             f"batch_size must be an integer in [1, N_t={problem.n_train}], got {self.batch_size!r}"),
-            (self.meta_batch_size is None or (isinstance(self.meta_batch_size, int) and self.meta_batch_size >= 1),
-             f"meta_batch_size must be an integer >= 1, got {self.meta_batch_size!r}"),
-            (isinstance(self.temperature, (int, float)) and self.temperature >= 0 and math.isfinite(self.temperature),
-             f"temperature must be >= 0, got {self.temperature!r}"),
-            (isinstance(self.snapshots, int) and self.snapshots >= 0,
-             f"snapshots must be an integer >= 0, got {self.snapshots!r}"),
-            (isinstance(self.shards, int) and self.shards >= 1, f"shards must be an integer >= 1, got {self.shards!r}"),
+            (isinstance(self.kernel_kwargs, dict), f"kernel_kwargs must be a table, got {self.kernel_kwargs!r}"),
+            (isinstance(self.progress, bool), f"progress must be true or false, got {self.progress!r}"),
+            (self.weight_update in ("auto", "exact", "langevin"),
+             f"weight_update must be 'auto', 'exact' or 'langevin', got {self.weight_update!r}"),
             (isinstance(self.compile, bool), f"compile must be true or false, got {self.compile!r}"),
-            (isinstance(self.batch_size, int) and isinstance(self.shards, int) and self.shards >= 1
-             and self.batch_size % self.shards == 0,
+            (self.batch_size % self.shards == 0,
              f"batch_size ({self.batch_size!r}) must be a multiple of shards ({self.shards!r})"),
-            (not isinstance(self.shards, int) or self.shards <= 1
-             or min(self.meta_batch_size or self.batch_size, problem.n_meta) % self.shards == 0,
-             f"the meta batch (min(meta_batch_size, N_m) = {min(self.meta_batch_size or self.batch_size, problem.n_meta)})"
-             f" must be a multiple of shards ({self.shards!r})"),
         ]
+        if problem is not None:
+            meta = min(self.meta_batch_size or self.batch_size, problem.n_meta)
+            checks.append((self.shards <= 1 or meta % self.shards == 0,
+                           f"the meta batch (min(meta_batch_size, N_m) = {meta}) must be a multiple of shards "
+                           f"({self.shards!r})"))
         for ok, message in checks:
             if not ok:
                 raise ConfigError(message)
+        if self.potential not in ("auto", "fused", "trace"):
+            raise ConfigError(f"potential must be 'auto', 'fused' or 'trace', got {self.potential!r}")
+        _check_kernel_kwargs(self.kernel, self.kernel_kwargs)
+        check_device(self.device, "device")
         if self.table_device is not None:
-            try:
-                torch.device(self.table_device)
-            except (RuntimeError, TypeError) as exc:
-                raise ConfigError(f"table_device must be a torch device such as 'cpu', got {self.table_device!r}") from exc
+            check_device(self.table_device, "table_device")
         return self
 
+    def _check_counts(self, problem: Problem | None) -> None:
+        """The integer settings: each an int (not a bool) in a range that fits in time and memory."""
+        n_train = MAX_STEPS if problem is None else problem.n_train
+        for name, low, high in (("chains", 1, MAX_CHAINS), ("warmup", 0, MAX_STEPS), ("samples", 1, MAX_DRAWS),
+                                ("thin", 1, MAX_STEPS), ("batch_size", 1, n_train),
+                                ("snapshots", 0, MAX_SNAPSHOTS), ("seed", 0, SEED_MAX), ("log_every", 1, MAX_STEPS),
+                                ("check_every", 1, MAX_STEPS), ("max_rejections", 1, MAX_STEPS),
+                                ("checkpoint_every", 0, MAX_STEPS), ("shards", 1, max(n_train, 1)),
+                                ("candidates", 1, 1024)):
+            if name in ("warmup", "thin") and getattr(self, name) == "auto":
+                continue  # resolved from N_t and the batch size (pyro_dps/run_length.py)
+            label = f"{name} (N_t = {n_train})" if name == "batch_size" and problem is not None else name
+            check_int(getattr(self, name), label, low, high)
+        if self.meta_batch_size is not None:
+            check_int(self.meta_batch_size, "meta_batch_size", 1, MAX_STEPS)
+        length = self._length(problem)
+        if length.warmup + self.samples * length.thin > MAX_STEPS:
+            raise ConfigError(f"warmup + samples * thin = {length.warmup + self.samples * length.thin} steps per "
+                              f"chain is more than {MAX_STEPS}")
+        if self.chains * self.samples > MAX_DRAWS:
+            raise ConfigError(f"chains * samples = {self.chains * self.samples} draws is more than {MAX_DRAWS}")
+        if problem is not None:
+            self._check_memory(problem)
 
-def _is_int(value) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
+    def _length(self, problem: Problem | None) -> "SamplerConfig":
+        """The config with "auto" run lengths resolved (for N_t of the problem; one batch per epoch without one)."""
+        return resolve_length(self, problem.n_train if problem is not None else self.batch_size)
+
+    def _check_memory(self, problem: Problem) -> None:
+        """Draws and theta copies that fit: weight draws within MAX_DRAW_BYTES (on disk when streamed), the
+        kept snapshots and final thetas within MAX_THETA_BYTES of memory."""
+        draws = self.chains * self.samples * problem.n_train * 4
+        if draws > MAX_DRAW_BYTES:
+            raise ConfigError(f"chains * samples * N_t = {self.chains} * {self.samples} * {problem.n_train} weight "
+                              f"draws need {draws / 2 ** 30:.0f} GiB, more than {MAX_DRAW_BYTES // 2 ** 30} GiB; "
+                              "keep fewer draws (samples) or chains")
+        size = sum(math.prod(shape) for shape in problem.param_shapes.values())
+        copies = (min(self.snapshots, self.samples) + self.chains) * size * 4
+        if copies > MAX_THETA_BYTES:
+            raise ConfigError(f"{min(self.snapshots, self.samples)} snapshots and {self.chains} final thetas of "
+                              f"{size} parameters need {copies / 2 ** 30:.0f} GiB, more than "
+                              f"{MAX_THETA_BYTES // 2 ** 30} GiB; keep fewer snapshots")
+
+
+DRIVER_KWARGS = {"potential", "step_size", "temperature", "local_step_size", "generator", "compile", "comm",
+                 "noise_rows"}  # what fit passes to every kernel itself
+
+
+def _check_kernel_kwargs(kernel: str, kwargs: dict) -> None:
+    """kernel_kwargs that the kernel (and, for `paper`, its torch optimizer) takes, with finite numbers."""
+    import inspect
+
+    from .kernels.paper import OPTIMIZERS
+
+    params = inspect.signature(ALGORITHMS[kernel]).parameters
+    takes = {k for k, p in params.items() if p.kind is not p.VAR_KEYWORD} - DRIVER_KWARGS
+    if kernel == "paper":
+        name = kwargs.get("optimizer", "sgd")
+        optimizer = OPTIMIZERS.get(name) if isinstance(name, str) else None
+        if optimizer is None:
+            raise ConfigError(f"kernel_kwargs.optimizer must be one of {sorted(OPTIMIZERS)}, "
+                              f"got {kwargs['optimizer']!r}")
+        takes |= set(inspect.signature(optimizer).parameters) - {"params", "lr"}
+    for key, value in kwargs.items():
+        if key not in takes:
+            raise ConfigError(f"kernel_kwargs.{key} is not a setting of kernel {kernel!r} (it takes {sorted(takes)})")
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ConfigError(f"kernel_kwargs.{key} must be finite, got {value!r}")
 
 
 @dataclass
@@ -148,11 +220,14 @@ class Posterior:
 
 def fit(model: Callable, problem: Problem, hyper: dict | None = None, config: SamplerConfig | None = None,
         spill_path: str | None = None, example_ids: np.ndarray | None = None,
-        checkpoint: str | Path | None = None, resume: bool = False, comm: Communicator | None = None) -> Posterior | None:
+        checkpoint: str | Path | None = None, resume: bool = False, comm: Communicator | None = None,
+        fingerprint: dict | None = None) -> Posterior | None:
     """Run `config.chains` chains of BADS inference on `problem` and keep thinned draws.
 
     With `checkpoint`, the run is saved atomically every `config.checkpoint_every` steps and after each
-    chain; `resume=True` continues from that file (same settings required).
+    chain; `resume=True` continues from that file, which must have been written by the same run: same
+    settings, model, data tensors and package version, plus whatever the caller adds as `fingerprint`
+    (the scenario adds its resolved configuration and the hashes of the files it read).
     Under torchrun (an initialised process group, or `comm`), every rank passes the whole problem and
     keeps only its shard of D_t (`pyro_dps.distributed`); rank 0 returns the Posterior, the others None.
     """
@@ -163,6 +238,8 @@ def fit(model: Callable, problem: Problem, hyper: dict | None = None, config: Sa
             raise ConfigError(f"shards={config.shards} but the process group has {comm.world} ranks")
         config = SamplerConfig(**{**asdict(config), "shards": comm.world})
     config = resolve_length((config or SamplerConfig()).validate(problem), problem.n_train)
+    identity = run_fingerprint(model, problem, dict(hyper or {}), config_dict(config), fingerprint) if checkpoint \
+        else None
     device = torch.device(config.device)
     table_device = torch.device(config.table_device) if config.table_device else device
     host_table = table_device != device  # only the batch's rows cross to the compute device
@@ -175,12 +252,16 @@ def fit(model: Callable, problem: Problem, hyper: dict | None = None, config: Sa
         if checkpoint is not None and comm.rank:
             checkpoint = Path(f"{checkpoint}.rank{comm.rank}")
     potential = make_potential(model, problem, hyper, config.potential, torch.Generator().manual_seed(config.seed))
+    if potential.theta_size == 0:
+        raise ModelError(f"model {getattr(model, '__name__', model)!r} samples no network parameters (no theta.<name> "
+                         "site): a BADS model must sample them, see models/bads.py")
     has_table = potential.local_site is not None
     n, n_total = problem.n_train, problem.n_train_total
     ids = np.arange(n_total) if example_ids is None else np.asarray(example_ids)
     latent = _latent_globals(potential)
-    plain = config_dict(config)
-    resumed = load_checkpoint(checkpoint, plain) if checkpoint and resume and Path(checkpoint).exists() else None
+    resumed = load_checkpoint(checkpoint, identity) if checkpoint and resume and Path(checkpoint).exists() else None
+    if resumed:
+        check_position(resumed, checkpoint, config.chains, config.warmup, config.samples, config.thin)
     store = DrawStore(config.chains, config.samples, ids if potential.has_weights else ids[:0], SCALARS + latent,
                       config.memory_budget_mb, spill_path, append=resumed is not None) if comm.main else None
     n_snap = min(config.snapshots, config.samples)  # evenly spaced over the kept draws
@@ -193,8 +274,8 @@ def fit(model: Callable, problem: Problem, hyper: dict | None = None, config: Sa
     if resumed:
         if store is not None:
             store.load_state_dict(resumed["store"])
-        finals = [t.to(device) for t in resumed["finals"]]
-        snapshots = [t.to(device) for t in resumed["snapshots"]]
+        finals, snapshots = (_saved_thetas(resumed, key, potential.theta_size, device)
+                             for key in ("finals", "snapshots"))
         first_chain = resumed["chain"]
     for chain in range(first_chain, config.chains):
         gen = torch.Generator(device=device).manual_seed(config.seed * 1000 + chain)
@@ -221,22 +302,14 @@ def fit(model: Callable, problem: Problem, hyper: dict | None = None, config: Sa
         t0, draw, scale, seen_rejected = 0, 0, 1.0, 0
         if resumed and resumed.get("state") is not None and chain == first_chain:
             restore_state(state, resumed["state"], device)
-            train_batches.load_state_dict(resumed["train_batches"])
-            meta_batches.load_state_dict(resumed["meta_batches"])
-            gen.set_state(resumed["generator"])
-            if host_table:
-                batch_gen.set_state(resumed["batch_generator"])
-            potential.memory.update(resumed.get("memory", {}))
+            _restore_streams(resumed, train_batches, meta_batches, gen, batch_gen if host_table else None,
+                             potential, (n, problem.n_meta))
             t0, draw, scale, seen_rejected = resumed["t"], resumed["draw"], resumed["scale"], resumed["seen_rejected"]
 
         def save(t: int) -> None:
-            save_checkpoint(checkpoint, {
-                "config": plain, "chain": chain, "t": t, "draw": draw, "scale": scale,
-                "seen_rejected": seen_rejected, "state": state_to_payload(state),
-                "train_batches": train_batches.state_dict(), "meta_batches": meta_batches.state_dict(),
-                "generator": gen.get_state(), "store": store.state_dict() if store else None,
-                "memory": potential.memory, "batch_generator": batch_gen.get_state(),
-                "finals": [f.cpu() for f in finals], "snapshots": [x.cpu() for x in snapshots]})
+            save_checkpoint(checkpoint, _checkpoint_payload(
+                identity, chain, t, draw, scale, seen_rejected, store, finals, snapshots,
+                (state, train_batches, meta_batches, gen, batch_gen, potential.memory)))
 
         bar = tqdm(total=total_steps, initial=t0, desc=f"chain {chain + 1}/{config.chains}",
                    disable=not (config.progress and comm.main), leave=False, dynamic_ncols=True)
@@ -268,10 +341,8 @@ def fit(model: Callable, problem: Problem, hyper: dict | None = None, config: Sa
         finals.append(state.theta.detach().clone())
         if checkpoint and config.checkpoint_every:
             state = None  # the next chain starts fresh
-            save_checkpoint(checkpoint, {
-                "config": plain, "chain": chain + 1, "t": 0, "draw": 0, "scale": 1.0, "seen_rejected": 0,
-                "state": None, "store": store.state_dict() if store else None, "finals": [f.cpu() for f in finals],
-                "snapshots": [x.cpu() for x in snapshots]})
+            save_checkpoint(checkpoint, _checkpoint_payload(identity, chain + 1, 0, 0, 1.0, 0, store, finals,
+                                                            snapshots, None))
     seconds = time.perf_counter() - start
     if not comm.main:
         return None
@@ -279,15 +350,67 @@ def fit(model: Callable, problem: Problem, hyper: dict | None = None, config: Sa
                      algorithm.weight_update)
 
 
+def _checkpoint_payload(identity: dict, chain: int, t: int, draw: int, scale: float, seen_rejected: int, store,
+                        finals: list, snapshots: list, live: tuple | None) -> dict[str, Any]:
+    """What a checkpoint holds: the run's fingerprint, its position, the draws so far and, inside a chain
+    (`live` = (state, train batches, meta batches, generator, batch generator, model memory)), its streams."""
+    payload = {"fingerprint": identity, "chain": chain, "t": t, "draw": draw, "scale": float(scale),
+               "seen_rejected": seen_rejected, "state": None, "store": store.state_dict() if store else None,
+               "finals": [f.cpu() for f in finals], "snapshots": [x.cpu() for x in snapshots]}
+    if live is not None:
+        state, train_batches, meta_batches, gen, batch_gen, memory = live
+        payload.update({"state": state_to_payload(state), "train_batches": train_batches.state_dict(),
+                        "meta_batches": meta_batches.state_dict(), "generator": gen.get_state(),
+                        "batch_generator": batch_gen.get_state(), "memory": memory})
+    return payload
+
+
+def _saved_thetas(resumed: dict, key: str, size: int, device: torch.device) -> list[torch.Tensor]:
+    """The checkpoint's list of theta vectors (finished chains or snapshots), each checked to be `size` long."""
+    saved = resumed.get(key)
+    if not isinstance(saved, list) or not all(torch.is_tensor(t) and t.shape == (size,) for t in saved):
+        raise ConfigError(f"checkpoint {key} must be theta vectors of {size} values; the checkpoint does not fit "
+                          "this run, remove it")
+    return [t.to(device) for t in saved]
+
+
+def _restore_streams(resumed: dict, train_batches, meta_batches, gen, batch_gen, potential, sizes) -> None:
+    """Batch samplers, generators and the model's running memory from a checkpoint, each checked first."""
+    check_sampler_state(resumed.get("train_batches"), sizes[0], "train_batches")
+    check_sampler_state(resumed.get("meta_batches"), sizes[1], "meta_batches")
+    train_batches.load_state_dict(resumed["train_batches"])
+    meta_batches.load_state_dict(resumed["meta_batches"])
+    for generator, key in ((gen, "generator"), (batch_gen, "batch_generator")):
+        if generator is None:
+            continue
+        try:
+            generator.set_state(resumed[key])
+        except (KeyError, TypeError, RuntimeError) as exc:
+            raise ConfigError(f"checkpoint {key} state does not fit this run ({exc}); remove the checkpoint") from exc
+    memory = resumed.get("memory", {})
+    if not isinstance(memory, dict) or not all(isinstance(v, list) and all(map(torch.is_tensor, v))
+                                               for v in memory.values()):
+        raise ConfigError("checkpoint memory must map names to lists of tensors; remove the checkpoint")
+    potential.memory.update(memory)
+
+
 def _guard(state, chain: int, t: int, scale: float, seen: int, config: SamplerConfig, checkpoint) -> tuple[float, int]:
-    """Host-side half of the divergence guard: halve the step size after rejections; stop after a run of them."""
+    """Host-side half of the divergence guard: halve the step size after rejections; stop after a run of them,
+    or as soon as theta has exploded (finite but far outside any plausible region)."""
     rejected = int(state.rejected)
     if rejected > seen:
         scale *= 0.5
+    where = f"; the last good checkpoint is {str(checkpoint)!r}" if checkpoint else ""
     if int(state.max_run) >= config.max_rejections:
-        where = f"; the last good checkpoint is {str(checkpoint)!r}" if checkpoint else ""
         raise DivergenceError(f"chain {chain}: {int(state.max_run)} consecutive non-finite steps by step {t} "
                               f"(max_rejections={config.max_rejections}); lower step_size{where}")
+    rms = float(state.theta.norm()) / math.sqrt(max(state.theta.numel(), 1))
+    limit = THETA_RMS_LIMIT * max(1.0, math.sqrt(float(config.temperature)))
+    if not rms <= limit:
+        culprit = (f"sampler.temperature (now {config.temperature:g})" if config.temperature > 1
+                   else f"sampler.step_size (now {config.step_size!r})")
+        raise DivergenceError(f"chain {chain}: theta exploded by step {t} (RMS |theta| = {rms:.3g}, limit {limit:.3g}):"
+                              f" the chain has left any plausible region; lower {culprit}{where}")
     return scale, rejected
 
 

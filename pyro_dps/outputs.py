@@ -1,15 +1,13 @@
 """A run's files: metrics.json (the contract other parts read), weights.csv, draws.nc, weights_by_group.png.
 
-Everything is written into a staging folder that is renamed into place only when complete, so a
-failed run leaves no half-written output directory behind.
+Everything is written into a staging folder that is published only when complete (`pyro_dps.rundir`), so
+a failed run leaves no half-written output directory behind.
 """
 from __future__ import annotations
 
-import contextlib
 import csv
 import json
 import os
-import shutil
 import tempfile
 from pathlib import Path
 
@@ -57,28 +55,6 @@ def check_writable(out: str | os.PathLike) -> Path:
     except OSError as exc:
         raise ConfigError(f"output directory {str(out)!r} cannot be written: {exc.strerror or exc}") from exc
     return out
-
-
-@contextlib.contextmanager
-def staged_directory(out: str | os.PathLike):
-    """Yield a temporary folder beside `out`; on success it replaces `out`, on failure it is removed."""
-    out = Path(out)
-    try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        stage = Path(tempfile.mkdtemp(prefix=f".{out.name}.staging-", dir=out.parent))
-        umask = os.umask(0)
-        os.umask(umask)
-        stage.chmod(0o777 & ~umask)
-    except OSError as exc:
-        raise ConfigError(f"output directory {str(out)!r} cannot be written: {exc.strerror or exc}") from exc
-    try:
-        yield stage
-    except BaseException:
-        shutil.rmtree(stage, ignore_errors=True)
-        raise
-    if out.exists():
-        shutil.rmtree(out)
-    os.replace(stage, out)
 
 
 def metrics_document(scenario: str, methods: dict[str, dict], weights: dict | None) -> dict:

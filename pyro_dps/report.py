@@ -1,12 +1,16 @@
 """report.html: one self-contained page a person reads in a browser (figures as base64 PNG, inline CSS,
-nothing fetched), built from a run directory's metrics.json and draws.nc.
+nothing fetched), built from a run directory's own files: metrics.json, draws.nc and examples.npz.
 
-    pyro-dps report runs/demo                  # writes runs/demo/report.html
-    write_report("runs/demo", "/tmp/r.html")
+    pyro-dps report runs/demo                  # writes runs/demo/report.html and report.selection.csv
+    write_report("runs/demo", "/tmp/r.html")   # and /tmp/r.selection.csv
 
 Sections (HTML ids): config, diagnostics, weights, trusted, uncertain, selection, metrics.
-A missing or corrupt file raises `ReportError` (a `DPSError`) naming the file; the page is written to a
-temporary file and renamed into place, so a failure leaves no half-written report.
+The page is bounded whatever N_t: galleries show N_SHOW examples, tables at most MAX_LEVELS groups,
+plots at most MAX_POINTS examples; the full per-example table is the CSV beside the page. The report
+never reads data from outside the run directory: the run stores the shown examples' thumbnails (or
+texts) and true labels in examples.npz, read without pickle and checked. A missing or corrupt file
+raises `ReportError` (a `DPSError`) naming the file; both files are written to temporary files and
+renamed into place, so a failure leaves no half-written report.
 """
 from __future__ import annotations
 
@@ -18,7 +22,7 @@ import json
 import os
 import struct
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
@@ -30,10 +34,18 @@ from .diagnostics import Thresholds, diagnose, overall, plot_diagnostic_histogra
 from .outputs import write_atomic
 from .errors import DPSError
 from .selection import beta_budget, chain_jaccard, credible_interval, jaccard, mean_offdiagonal, probability_rule, \
-    select_budget, select_by_probability, selection_table, top_beta_rule, uncertain
+    select_budget, select_by_probability, selection_table, top_beta_rule
 
 SECTIONS = ["config", "diagnostics", "weights", "trusted", "uncertain", "selection", "metrics"]
 N_SHOW = 12  # examples shown per gallery
+MAX_LEVELS = 50  # group levels shown per grouping in the table (the largest ones)
+MAX_ROWS = 100  # rows of any other table (configuration keys, methods, metrics)
+MAX_CELL = 200  # characters of one table cell
+MAX_TEXT = 300  # characters of a text example
+MAX_DIAG_EXAMPLES = 1000  # weights whose R-hat/ESS/MCSE the report computes (a fixed random sample beyond)
+MAX_REPORT_VALUES = 2 ** 31  # chain x draw x example values of draws.nc that a report reads (8 GB as float32)
+EXAMPLES_FILE = "examples.npz"
+MAX_EXAMPLES_BYTES = 20 * 2 ** 20
 
 
 class ReportError(RunDirError):
@@ -94,44 +106,82 @@ def _as_image(x: np.ndarray) -> np.ndarray | None:
 # ------------------------------------------------------------------------------------------- the run
 @dataclass
 class _Examples:
-    """What the galleries show per example: images (features) or texts, and the true label when known."""
+    """What the galleries show per example position: thumbnails or texts, and the true label when known."""
 
-    features: np.ndarray | None = None
-    texts: list[str] | None = None
-    true_labels: np.ndarray | None = None
+    images: dict = field(default_factory=dict)
+    texts: dict = field(default_factory=dict)
+    true_labels: dict = field(default_factory=dict)
     note: str = ""
 
     def image_uri(self, pos: int) -> str | None:
         """A thumbnail of training example `pos` (encoded on demand), or None."""
-        if self.features is None:
-            return None
-        img = _as_image(self.features[pos])
+        img = self.images.get(pos)
         return None if img is None else _data_uri(png_bytes(img))
 
 
-def _recover_examples(config: dict, labels: np.ndarray | None) -> _Examples:
-    """Rebuild the training set from the run's data spec (deterministic) to show the examples themselves."""
-    spec = config.get("data")
-    if not isinstance(spec, dict):
-        return _Examples(note="the run configuration has no data specification; examples are shown by id only")
-    try:
-        from .scenario import build_data
+def gallery_positions(plan: "_Plan") -> np.ndarray:
+    """Positions (into the example axis) of every example a gallery shows, from the selection plan."""
+    return np.unique(np.concatenate([plan.order[:N_SHOW], plan.order[::-1][:N_SHOW], plan.unsure_order[:N_SHOW]]))
 
-        data = build_data(spec)
-    except Exception as exc:  # data files not present here, an unknown source, ...: the report still works
-        return _Examples(note=f"examples could not be rebuilt from the data specification ({exc}); "
-                              "shown by id only")
-    y = data.y_train.numpy()
-    if labels is not None and (len(labels) != len(y) or not np.array_equal(labels, y)):
-        return _Examples(note="the rebuilt training set does not match the run's labels; shown by id only")
-    true = data.y_train_true.numpy() if data.y_train_true is not None else None
-    texts = getattr(data, "texts_train", None)
-    if texts is not None:
-        return _Examples(texts=[str(t) for t in texts], true_labels=true)
-    x = data.x_train.numpy()
-    if not len(x) or _as_image(x[0]) is None:
-        return _Examples(true_labels=true, note="the features are not images; examples are shown by id only")
-    return _Examples(features=x, true_labels=true)
+
+def save_gallery_examples(run_dir: str | os.PathLike, data, echo: Callable[[str], Any] = print) -> Path | None:
+    """examples.npz: thumbnails (or texts) and true labels of the examples the report shows, so that
+    `pyro-dps report` never needs the data set itself. A failure only warns, like the report."""
+    run_dir = Path(run_dir)
+    try:
+        ds, metrics = load_run(run_dir)
+        plan = _plan(np.asarray(ds["weights"].transpose("chain", "draw", "example").values, dtype=np.float64),
+                     metrics.get("config", {}) or {}, ds)
+        pos = gallery_positions(plan)
+        arrays = {"position": pos.astype(np.int64), "example": np.asarray(ds["example"].values)[pos]}
+        if data.y_train_true is not None:
+            arrays["true_label"] = data.y_train_true.numpy()[pos]
+        texts = getattr(data, "texts_train", None)
+        if texts is not None:
+            arrays["text"] = np.array([str(texts[int(p)])[:MAX_TEXT] for p in pos], dtype=f"<U{MAX_TEXT}")
+        else:
+            images = [_as_image(data.x_train[int(p)].numpy()) for p in pos]
+            if pos.size and all(img is not None and img.shape == images[0].shape for img in images):
+                arrays["image"] = np.stack(images)
+        path = run_dir / EXAMPLES_FILE
+        write_atomic(path, lambda fh: np.savez_compressed(fh, **arrays), binary=True, error=ReportError)
+        return path
+    except Exception as exc:  # noqa: BLE001 - a gallery without thumbnails is no reason to lose a run
+        echo(f"warning: {EXAMPLES_FILE} not written: {exc}")
+        return None
+
+
+def _stored_examples(run_dir: Path, ids: np.ndarray) -> _Examples:
+    """The gallery examples the run stored (examples.npz), checked; the report works without them."""
+    path = run_dir / EXAMPLES_FILE
+    if not path.is_file():
+        return _Examples(note=f"{EXAMPLES_FILE} is absent; examples are shown by id only")
+    try:
+        if path.stat().st_size > MAX_EXAMPLES_BYTES:
+            raise ValueError(f"larger than {MAX_EXAMPLES_BYTES} bytes")
+        with np.load(path, allow_pickle=False) as npz:
+            arrays = {k: npz[k] for k in npz.files if k in ("position", "example", "true_label", "image", "text")}
+        pos = np.asarray(arrays["position"])
+        k = pos.shape[0]
+        if pos.ndim != 1 or k > 3 * N_SHOW or pos.dtype.kind not in "iu" \
+                or (k and (pos.min() < 0 or pos.max() >= len(ids))):
+            raise ValueError("bad positions")
+        if not np.array_equal(arrays["example"], ids[pos]):
+            raise ValueError("its example ids do not match draws.nc")
+        out = _Examples()
+        if "true_label" in arrays and arrays["true_label"].shape == (k,) and arrays["true_label"].dtype.kind in "iu":
+            out.true_labels = dict(zip(pos.tolist(), arrays["true_label"].tolist()))
+        image = arrays.get("image")
+        if image is not None and image.dtype == np.uint8 and image.shape[0] == k and image.ndim in (3, 4) \
+                and max(image.shape[1:3]) <= 256 and (image.ndim == 3 or image.shape[3] == 3):
+            out.images = dict(zip(pos.tolist(), image))
+        text = arrays.get("text")
+        if text is not None and text.dtype.kind == "U" and text.shape == (k,):
+            out.texts = {p: str(t)[:MAX_TEXT] for p, t in zip(pos.tolist(), text)}
+        return out
+    except Exception as exc:  # noqa: BLE001 - corrupt or foreign: show ids only, and say why
+        return _Examples(note=f"{EXAMPLES_FILE} cannot be used ({type(exc).__name__}: {str(exc)[:120]}); "
+                              "examples are shown by id only")
 
 
 # ------------------------------------------------------------------------------------------- html bits
@@ -220,66 +270,115 @@ def _num(x) -> float | None:
     return float(x) if isinstance(x, (int, float)) and not isinstance(x, bool) else None
 
 
-def build_report(run_dir: str | os.PathLike, run_label: str | None = None,
-                 thresholds: Thresholds | None = None) -> str:
-    """The report's HTML text for a run directory."""
-    run_dir = Path(run_dir)
+@dataclass
+class _Plan:
+    """The selection the report shows, a pure function of the draws and the run's beta."""
+
+    mean: np.ndarray
+    lo: np.ndarray
+    hi: np.ndarray
+    beta: float
+    beta_note: str
+    k: int
+    keep_top: np.ndarray
+    keep_prob: np.ndarray
+    unsure: np.ndarray
+    order: np.ndarray  # positions by decreasing posterior mean
+    unsure_order: np.ndarray  # uncertain positions, widest interval first
+    cut: float
+    tau: float = 0.5
+    q: float = 0.9
+
+
+def _plan(draws: np.ndarray, config: dict, ds) -> _Plan:
+    """Budget k = floor(N beta) (beta from model.hyper, else the latent beta's posterior mean, else 0.5),
+    the top-k and probability rules, and the examples whose interval straddles the top-k cut."""
+    n = draws.shape[-1]
+    mean = draws.reshape(-1, n).mean(0)
+    lo, hi = credible_interval(draws, 0.9)
+    hyper = (config.get("model") or {}).get("hyper") or {}
+    beta = _num(hyper.get("beta")) if isinstance(hyper, dict) else None
+    beta_note = f"beta = {beta:g} from model.hyper" if beta is not None else ""
+    if beta is None or not 0 < beta <= 1:
+        post_beta = float(np.nanmean(ds["beta"].values)) if "beta" in ds else None
+        beta = post_beta if post_beta is not None and 0 < post_beta <= 1 else 0.5
+        beta_note = (f"beta = {beta:.3g}, the posterior mean of the latent beta" if post_beta is not None
+                     else "beta = 0.5 (the model gives no fixed beta)")
+    k = beta_budget(n, beta)
+    order = np.argsort(-mean, kind="stable")
+    cut = float((mean[order[k - 1]] + mean[order[k]]) / 2) if 0 < k < n else (0.5 if k == 0 else float(mean.min()))
+    unsure = (lo < cut) & (hi > cut)  # selection.uncertain, from the bounds already at hand
+    unsure_pos = np.flatnonzero(unsure)
+    unsure_order = unsure_pos[np.argsort(-(hi - lo)[unsure_pos], kind="stable")]
+    return _Plan(mean, lo, hi, beta, beta_note, k, select_budget(mean, k), select_by_probability(draws, 0.5, 0.9),
+                 unsure, order, unsure_order, cut)
+
+
+def _load(run_dir: Path):
+    """(draws Dataset, metrics) of a run directory, with the draws bounded in size; ReportError otherwise."""
     try:
         ds, metrics = load_run(run_dir)
     except ReportError:
         raise
     except RunDirError as exc:
         raise ReportError(str(exc)) from exc
-    config = metrics.get("config", {}) or {}
     if ds.sizes.get("example", 0) == 0:
         raise ReportError(f"{str(run_dir / 'draws.nc')!r} holds no per-example weight draws "
                           "(a weight-network run); nothing to report per example")
+    size = int(np.prod([ds.sizes[d] for d in ("chain", "draw", "example")], dtype=np.int64))
+    if size > MAX_REPORT_VALUES:
+        raise ReportError(f"{str(run_dir / 'draws.nc')!r} holds {size} weight values, more than a report reads "
+                          f"({MAX_REPORT_VALUES}); thin the draws first")
+    return ds, metrics
+
+
+def build_report(run_dir: str | os.PathLike, run_label: str | None = None,
+                 thresholds: Thresholds | None = None) -> str:
+    """The report's HTML text for a run directory."""
+    return _build(Path(run_dir), run_label, thresholds, "report.selection.csv")[0]
+
+
+def _build(run_dir: Path, run_label: str | None, thresholds: Thresholds | None, csv_name: str):
+    """(HTML text, full per-example selection table) of a run directory."""
+    ds, metrics = _load(run_dir)
+    config = metrics.get("config", {}) or {}
     th = thresholds or Thresholds()
-    data = to_arviz(run_dir)
-    diag = diagnose(data)
+    data = to_arviz(ds)
+    diag_data, sampled = _diagnosed_sample(ds, data)
+    diag = diagnose(diag_data)
     checks = summary(diag, th)
     w = weight_draws(data)
     draws = np.asarray(w.values, dtype=np.float64)  # (chain, draw, N)
     ids = np.asarray(w["example"].values)
     groups = example_groups(data)
-    labels = groups.get("label")
-    clean = groups["clean"].astype(bool) if "clean" in groups else None
-    n = draws.shape[-1]
-    mean = draws.reshape(-1, n).mean(0)
-    lo, hi = credible_interval(draws, 0.9)
-
-    hyper = (config.get("model") or {}).get("hyper") or {}
-    beta = _num(hyper.get("beta"))
-    beta_note = f"beta = {beta:g} from model.hyper"
-    if beta is None or not 0 < beta <= 1:
-        post_beta = diag.scalars["mean"].get("beta") if "beta" in diag.scalars.index else None
-        beta = float(post_beta) if post_beta is not None and 0 < post_beta <= 1 else 0.5
-        beta_note = (f"beta = {beta:.3g}, the posterior mean of the latent beta" if post_beta is not None
-                     else "beta = 0.5 (the model gives no fixed beta)")
-    k = beta_budget(n, beta)
-    keep_top = select_budget(mean, k)
-    order = np.argsort(-mean, kind="stable")
-    cut = float((mean[order[k - 1]] + mean[order[k]]) / 2) if 0 < k < n else (0.5 if k == 0 else float(mean.min()))
-    tau, q = 0.5, 0.9
-    keep_prob = select_by_probability(draws, tau, q)
-    unsure = uncertain(draws, cut, 0.9)
-
-    info = _recover_examples(config, labels)
+    plan = _plan(draws, config, ds)
+    info = _stored_examples(run_dir, ids)
     title = metrics.get("scenario") or config.get("name") or run_dir.name
     label = run_label if run_label is not None else str(run_dir)
-    status = overall(checks)
+    n = draws.shape[-1]
     now = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-
     parts = [f"<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\">"
              f"<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">"
-             f"<title>BADS report: {_esc(title)}</title><style>{CSS}</style></head><body>",
-             f"<header><h1>Bayesian data point selection: {_esc(title)}</h1>"
-             f"<p>run {_esc(label)} &middot; {n} training examples &middot; {diag.chains} chains &times; "
+             f"<title>BADS report: {_esc(_cell(title))}</title><style>{CSS}</style></head><body>",
+             f"<header><h1>Bayesian data point selection: {_esc(_cell(title))}</h1>"
+             f"<p>run {_esc(_cell(label))} &middot; {n} training examples &middot; {diag.chains} chains &times; "
              f"{diag.draws} draws &middot; ArviZ {_esc(ARVIZ_VERSION)} ({arviz_line()}) &middot; generated {now}</p>"
              f"</header>",
-             "<nav>" + "".join(f'<a href="#{s}">{s}</a>' for s in SECTIONS) + "</nav><main>"]
+             "<nav>" + "".join(f'<a href="#{s}">{s}</a>' for s in SECTIONS) + "</nav><main>",
+             _config_section(config), _diagnostics_section(diag, checks, th, diag_data, n, sampled),
+             _weights_section(data, groups, plan),
+             _gallery_sections(plan, ids, groups, info, n)]
+    table = selection_table(draws, ids, groups, plan.keep_top, tau=plan.tau, threshold=plan.cut, interval=0.9)
+    parts += [_selection_section(plan, draws, groups, csv_name), _metrics_section(metrics), "</main></body></html>"]
+    return "\n".join(parts), table
 
-    # --- config
+
+def _cell(value: Any) -> str:
+    text = str(value)
+    return text if len(text) <= MAX_CELL else text[:MAX_CELL - 1] + "\u2026"
+
+
+def _config_section(config: dict) -> str:
     cfg_tables = []
     for section in ("data", "network", "model", "sampler", "baselines"):
         value = config.get(section)
@@ -288,25 +387,38 @@ def build_report(run_dir: str | os.PathLike, run_label: str | None = None,
         flat = value
         if section == "model" and isinstance(value.get("hyper"), dict):
             flat = {**value["hyper"], "file": value.get("file")}
-        rows = [[_esc(key), _fmt(v)] for key, v in flat.items()]
+        rows = [[_esc(_cell(key)), _cell(_fmt(v))] for key, v in list(flat.items())[:MAX_ROWS]]
         cfg_tables.append(f"<div><h3>{section}</h3>{_table(['key', 'value'], rows)}</div>")
-    parts.append('<section id="config"><h2>Run configuration</h2>'
-                 + (f'<div class="cfg">{"".join(cfg_tables)}</div>' if cfg_tables
-                    else '<p class="note">metrics.json has no resolved configuration.</p>') + "</section>")
+    return ('<section id="config"><h2>Run configuration</h2>'
+            + (f'<div class="cfg">{"".join(cfg_tables)}</div>' if cfg_tables
+               else '<p class="note">metrics.json has no resolved configuration.</p>') + "</section>")
 
-    # --- diagnostics
+
+def _diagnosed_sample(ds, data):
+    """(ArviZ data the convergence checks run on, sample note): all weights up to MAX_DIAG_EXAMPLES, else a
+    fixed random sample of them (ArviZ's per-variable statistics cost milliseconds per weight)."""
+    n = ds.sizes["example"]
+    if n <= MAX_DIAG_EXAMPLES:
+        return data, ""
+    pick = np.sort(np.random.default_rng(0).choice(n, MAX_DIAG_EXAMPLES, replace=False))
+    note = (f" The per-weight statistics below are of a fixed random sample of {MAX_DIAG_EXAMPLES} of the {n} "
+            "weights (their fractions estimate those of all weights to about &plusmn;2 points).")
+    return to_arviz(ds.isel(example=pick)), note
+
+
+def _diagnostics_section(diag, checks, th: Thresholds, data, n: int, sampled: str = "") -> str:
     frac = diag.rhat_fraction(th.rhat_fail)
     rows = [[_badge(c.status), _esc(c.name), _esc(c.value), _esc(c.threshold), _esc(c.message)] for c in checks]
     worst = worst_examples(diag, 3)
-    parts.append(
+    return (
         '<section id="diagnostics"><h2>Convergence diagnostics</h2>'
-        f'<p class="summary-line">Overall: {_badge(status)} &nbsp; {100 * frac:.1f}% of the weights have '
+        f'<p class="summary-line">Overall: {_badge(overall(checks))} &nbsp; {100 * frac:.1f}% of the weights have '
         f'R-hat &lt; {th.rhat_fail} (target: at least 95%).</p>'
         f'<p class="muted">Rank-normalised split R-hat, bulk/tail ESS and MCSE from ArviZ. Thresholds: R-hat '
         f'&gt; {th.rhat_warn} warns, &gt; {th.rhat_fail} fails; ESS below {th.ess_floor:.0f} (all chains '
         f'together) warns; for the {n} weights a check fails when more than {100 * th.max_bad_fraction:.0f}% '
         f'of them are past the limit. Non-finite draws or steps fail; steps the divergence guard rejected '
-        f'warn.</p>'
+        f'warn.{sampled}</p>'
         + _table(["status", "check", "value", "threshold", "detail"], rows, "checks")
         + (HINT if frac < 0.95 else "")
         + _figure(_figure_uri(plot_diagnostic_histograms(diag, th)), "R-hat and ESS histograms",
@@ -317,60 +429,72 @@ def build_report(run_dir: str | os.PathLike, run_label: str | None = None,
                   "Rank plots: every chain should spread evenly over all ranks.")
         + "</section>")
 
-    # --- weights by group
-    rows = []
+
+def _weights_section(data, groups: dict, plan: _Plan) -> str:
+    rows, cut = [], []
     for key, values in groups.items():
-        for level in sorted(np.unique(values).tolist()):
+        levels, counts = np.unique(values, return_counts=True)
+        shown = levels[np.sort(np.argsort(-counts, kind="stable")[:MAX_LEVELS])]
+        if len(levels) > len(shown):
+            cut.append(f"{key}: the {len(shown)} largest of {len(levels)} levels")
+        for level in shown.tolist():
             cols = values == level
             name = ("clean" if level else "noisy") if key == "clean" else str(level)
-            rows.append([_esc(key), _esc(name), str(int(cols.sum())), _fmt(float(mean[cols].mean())),
-                         _fmt(float(np.median(mean[cols]))), _fmt(float(keep_top[cols].mean()))])
-    parts.append('<section id="weights"><h2>Weight distributions by group</h2>'
-                 + _figure(_figure_uri(plot_weights_by_group(data)), "weights by group",
-                           "Pooled weight draws (violins) and posterior means (boxes) per group; right: every "
-                           "example's posterior mean and 90% interval, sorted.")
-                 + _table(["group", "level", "examples", "mean weight", "median of means",
-                           f"selected at beta={beta:g}"], rows)
-                 + "</section>")
+            rows.append([_esc(key), _esc(_cell(name)), str(int(cols.sum())), _fmt(float(plan.mean[cols].mean())),
+                         _fmt(float(np.median(plan.mean[cols]))), _fmt(float(plan.keep_top[cols].mean()))])
+    note = f'<p class="note">Shown: {_esc("; ".join(cut))} (all of them in the CSV).</p>' if cut else ""
+    return ('<section id="weights"><h2>Weight distributions by group</h2>'
+            + _figure(_figure_uri(plot_weights_by_group(data)), "weights by group",
+                      "Pooled weight draws (violins) and posterior means (boxes) per group; right: every "
+                      "example's posterior mean and 90% interval, sorted.")
+            + _table(["group", "level", "examples", "mean weight", "median of means",
+                      f"selected at beta={plan.beta:g}"], rows)
+            + note + "</section>")
 
-    # --- galleries
+
+def _gallery_sections(plan: _Plan, ids: np.ndarray, groups: dict, info: _Examples, n: int) -> str:
+    labels = groups.get("label")
+    clean = groups["clean"].astype(bool) if "clean" in groups else None
+
     def card(pos: int) -> str:
         ex = ids[pos]
         cls = "" if clean is None else (" clean" if clean[pos] else " noisy")
         lines = [f"<b>#{_esc(ex)}</b>"]
         if labels is not None:
             given = f"label {_esc(labels[pos])}"
-            if info.true_labels is not None and info.true_labels[pos] != labels[pos]:
-                given += f" (true {_esc(info.true_labels[pos])})"
+            true = info.true_labels.get(pos)
+            if true is not None and true != labels[pos]:
+                given += f" (true {_esc(true)})"
             lines.append(given)
         if clean is not None:
             lines.append("clean" if clean[pos] else "noisy")
-        lines.append(f"w = {mean[pos]:.3f}")
-        lines.append(f"90%: [{lo[pos]:.2f}, {hi[pos]:.2f}]")
+        lines += [f"w = {plan.mean[pos]:.3f}", f"90%: [{plan.lo[pos]:.2f}, {plan.hi[pos]:.2f}]"]
         uri = info.image_uri(pos)
         media = f'<img src="{uri}" alt="example {_esc(ex)}">' if uri else ""
-        if info.texts is not None:
-            media = f'<div class="text">{_esc(info.texts[pos][:300])}</div>'
+        if pos in info.texts:
+            media = f'<div class="text">{_esc(info.texts[pos][:MAX_TEXT])}</div>'
         return f'<div class="card{cls}">{media}' + "<br>".join(lines) + "</div>"
 
     def gallery(positions) -> str:
         return '<div class="gallery">' + "".join(card(int(p)) for p in positions) + "</div>"
 
     note = f'<p class="note">{_esc(info.note)}</p>' if info.note else ""
-    parts.append('<section id="trusted"><h2>Most and least trusted examples</h2>' + note
-                 + f"<h3>Most trusted (highest posterior mean weight)</h3>{gallery(order[:N_SHOW])}"
-                 + f"<h3>Least trusted (lowest posterior mean weight)</h3>{gallery(order[::-1][:N_SHOW])}"
-                 + "</section>")
-    unsure_pos = np.flatnonzero(unsure)
-    unsure_pos = unsure_pos[np.argsort(-(hi - lo)[unsure_pos], kind="stable")]
-    parts.append('<section id="uncertain"><h2>Uncertain examples</h2>'
-                 f"<p>{len(unsure_pos)} of {n} examples ({100 * len(unsure_pos) / n:.1f}%) have a 90% interval that "
-                 f"straddles the selection boundary w = {cut:.3f} (the cut of the top-beta selection below): "
-                 "their keep/drop decision is not settled by the posterior. Widest intervals first.</p>"
-                 + (gallery(unsure_pos[:N_SHOW]) if len(unsure_pos) else '<p class="note">none</p>')
-                 + "</section>")
+    unsure = plan.unsure_order
+    return ('<section id="trusted"><h2>Most and least trusted examples</h2>' + note
+            + f"<h3>Most trusted (highest posterior mean weight)</h3>{gallery(plan.order[:N_SHOW])}"
+            + f"<h3>Least trusted (lowest posterior mean weight)</h3>{gallery(plan.order[::-1][:N_SHOW])}"
+            + "</section>"
+            + '<section id="uncertain"><h2>Uncertain examples</h2>'
+            f"<p>{len(unsure)} of {n} examples ({100 * len(unsure) / n:.1f}%) have a 90% interval that "
+            f"straddles the selection boundary w = {plan.cut:.3f} (the cut of the top-beta selection below): "
+            f"their keep/drop decision is not settled by the posterior. Widest intervals first (the {N_SHOW} "
+            "widest shown).</p>"
+            + (gallery(unsure[:N_SHOW]) if len(unsure) else '<p class="note">none</p>') + "</section>")
 
-    # --- selection
+
+def _selection_section(plan: _Plan, draws: np.ndarray, groups: dict, csv_name: str) -> str:
+    clean = groups["clean"].astype(bool) if "clean" in groups else None
+
     def quality(mask: np.ndarray) -> list[str]:
         if clean is None:
             return ["&ndash;", "&ndash;"]
@@ -379,49 +503,75 @@ def build_report(run_dir: str | os.PathLike, run_label: str | None = None,
         rec = float(mask[clean].mean()) if clean.any() else float("nan")
         return [_fmt(prec, 3), _fmt(rec, 3)]
 
-    rules = [(f"top-beta by posterior mean ({beta_note}; k = floor(N beta) = {k})", keep_top, top_beta_rule(beta)),
-             (f"P(w &gt; {tau:g}) &ge; {q:g}", keep_prob, probability_rule(tau, q))]
+    rules = [(f"top-beta by posterior mean ({plan.beta_note}; k = floor(N beta) = {plan.k})", plan.keep_top,
+              top_beta_rule(plan.beta)),
+             (f"P(w &gt; {plan.tau:g}) &ge; {plan.q:g}", plan.keep_prob, probability_rule(plan.tau, plan.q))]
     rows = []
     for name, mask, rule in rules:
         agreement = mean_offdiagonal(chain_jaccard(draws, rule)) if draws.shape[0] > 1 else float("nan")
         rows.append([name, str(int(mask.sum())), _fmt(float(mask.mean()), 3), *quality(mask),
-                     _fmt(agreement, 3), str(int((mask & unsure).sum()))])
-    table = selection_table(draws, ids, groups, keep_top, tau=tau, threshold=cut, interval=0.9)
-    csv_uri = _data_uri(table.to_csv(index=False).encode(), "text/csv")
-    parts.append('<section id="selection"><h2>Selection at the configured budget</h2>'
-                 + _table(["rule", "selected", "fraction", "precision (clean among selected)",
-                           "recall (of clean)", "chain agreement (mean pairwise Jaccard)", "of them uncertain"],
-                          rows)
-                 + f"<p>Jaccard agreement of the two rules: {jaccard(keep_top, keep_prob):.3f}. Chain agreement: "
-                   "the rule applied to each chain's draws alone, compared pairwise.</p>"
-                 + f'<p><a download="selection.csv" href="{csv_uri}">Download the selection table (CSV)</a>: '
-                   f"one row per example with groups, mean, 90% interval, P(w &gt; {tau:g}), the top-beta decision "
-                   "and the uncertain flag.</p></section>")
+                     _fmt(agreement, 3), str(int((mask & plan.unsure).sum()))])
+    return ('<section id="selection"><h2>Selection at the configured budget</h2>'
+            + _table(["rule", "selected", "fraction", "precision (clean among selected)",
+                      "recall (of clean)", "chain agreement (mean pairwise Jaccard)", "of them uncertain"], rows)
+            + f"<p>Jaccard agreement of the two rules: {jaccard(plan.keep_top, plan.keep_prob):.3f}. Chain "
+              "agreement: the rule applied to each chain's draws alone, compared pairwise.</p>"
+            + f'<p>The full selection table is the file <code class="csv">{_esc(csv_name)}</code> beside '
+              "this page (not embedded, so the page stays small whatever N_t): one row per example with groups, "
+              f"mean, 90% interval, P(w &gt; {plan.tau:g}), the top-beta decision and the uncertain flag.</p>"
+              "</section>")
 
-    # --- metrics
-    methods = metrics.get("methods", {})
+
+def _metrics_section(metrics: dict) -> str:
     rows = []
-    for name, m in methods.items():
+    for name, m in list(metrics.get("methods", {}).items())[:MAX_ROWS]:
         m = m if isinstance(m, dict) else {}
-        rows.append([_esc(name), _fmt(m.get("test_accuracy")), _fmt(m.get("test_accuracy_ensemble")),
+        rows.append([_esc(_cell(name)), _fmt(m.get("test_accuracy")), _fmt(m.get("test_accuracy_ensemble")),
                      _fmt(m.get("seconds"), 3)])
     wm = metrics.get("weights") or {}
-    wrows = [[_esc(k), _fmt(v)] for k, v in wm.items()]
-    parts.append('<section id="metrics"><h2>Metrics against baselines</h2>'
-                 + _table(["method", "test accuracy (last iterate)", "test accuracy (ensemble)", "seconds"], rows)
-                 + (f"<h3>Weights against the ground truth</h3>{_table(['metric', 'value'], wrows)}" if wrows else "")
-                 + "</section>")
-    parts.append("</main></body></html>")
-    return "\n".join(parts)
+    wrows = [[_esc(_cell(k)), _cell(_fmt(v))] for k, v in list(wm.items())[:MAX_ROWS]] if isinstance(wm, dict) else []
+    return ('<section id="metrics"><h2>Metrics against baselines</h2>'
+            + _table(["method", "test accuracy (last iterate)", "test accuracy (ensemble)", "seconds"], rows)
+            + (f"<h3>Weights against the ground truth</h3>{_table(['metric', 'value'], wrows)}" if wrows else "")
+            + "</section>")
+
+
+def write_csv(fh, table) -> None:
+    """A DataFrame as CSV, several times faster than pandas' writer at 10^6 rows (floats with 6 decimals)."""
+    columns = []
+    for name in table.columns:
+        values = table[name].to_numpy()
+        if values.dtype.kind == "f":
+            columns.append([f"{v:.6f}" for v in values.tolist()])
+        else:
+            columns.append([str(v) for v in values.tolist()])
+    fh.write(",".join(map(str, table.columns)) + "\n")
+    for start in range(0, len(table), 100_000):
+        fh.write("\n".join(map(",".join, zip(*(c[start:start + 100_000] for c in columns)))) + "\n")
+
+
+def selection_csv_path(html: Path) -> Path:
+    """Where the full per-example table goes beside a report page: NAME.selection.csv."""
+    return html.with_name(f"{html.stem}.selection.csv")
 
 
 def write_report(run_dir: str | os.PathLike, out: str | os.PathLike | None = None,
-                 run_label: str | None = None) -> Path:
-    """Write the report (default RUN_DIR/report.html) atomically; return its path."""
+                 run_label: str | None = None, overwrite: bool = False) -> Path:
+    """Write the report (default RUN_DIR/report.html) and its CSV atomically; return the page's path.
+    An existing file is replaced only with `overwrite`, or when it is pyro-dps's own in its run directory."""
+    from .rundir import RUN_FILES, check_out_file, record
+
     run_dir = Path(run_dir)
     out = run_dir / "report.html" if out is None else Path(out)
-    text = build_report(run_dir, run_label)
+    csv = selection_csv_path(out)
+    for path in (out, csv):
+        check_out_file(path, overwrite, "report file")
+    text, table = _build(run_dir, run_label, None, csv.name)
+    write_atomic(csv, lambda fh: write_csv(fh, table), error=ReportError)
     write_atomic(out, lambda fh: fh.write(text), error=ReportError)
+    if out.parent.resolve() == run_dir.resolve() and {out.name, csv.name} <= RUN_FILES \
+            and (run_dir / ".pyro-dps-manifest.json").is_file():
+        record(run_dir, [out.name, csv.name])
     return out
 
 

@@ -17,13 +17,15 @@ from .data import DataSplits
 from .distributed import Communicator
 from .driver import Posterior, config_dict, fit
 from .draws import save_draws
-from .scoring import save_posterior_state
+from .scoring import STATE_FILE, save_posterior_state
 from .errors import ConfigError
+from .fingerprint import file_digest
 from .metrics import accuracy, noise_auroc
 from .model_loader import load_model
 from .networks import NETWORKS
 from .run_length import resolve_length
-from .outputs import check_writable, metrics_document, plot_weights_by_group, staged_directory, write_json, write_weights_csv
+from .outputs import check_writable, metrics_document, plot_weights_by_group, write_json, write_weights_csv
+from .rundir import check_out_dir, remove_stale_staging, run_lock, staged_directory
 from .training import predict_proba
 
 
@@ -57,12 +59,35 @@ def build_data(spec: dict) -> DataSplits:
     raise ConfigError(f"data.source must be one of ['cifar10', 'digits', 'mnist_4v9', 'npz', 'reviews'], got {source!r}")
 
 
+MAX_PARAMETERS = 2 * 10 ** 8  # 800 MB of float32 per copy of theta; the chains keep several
+
+
 def build_network(spec: dict, data: DataSplits) -> torch.nn.Module:
-    """A freshly initialised network for the data's input shape and classes."""
+    """A freshly initialised network for the data's input shape and classes; ConfigError when the [network]
+    table is out of range, the network would exceed MAX_PARAMETERS, or it does not take the data's rows."""
+    from .config import check_network
+
+    check_network(spec)
+    with torch.device("meta"):  # sized without allocating
+        size = sum(p.numel() for p in _network(spec, data).parameters())
+    if size > MAX_PARAMETERS:
+        raise ConfigError(f"the network has {size} parameters, more than {MAX_PARAMETERS}; make network.hidden "
+                          "(or depth/width) smaller")
+    net = _network(spec, data)
+    probe = data.x_train[:1] if data.x_train.shape[0] else torch.zeros((1, *data.x_train.shape[1:]))
+    try:
+        with torch.no_grad():
+            net(probe)
+    except RuntimeError as exc:
+        first = (str(exc).splitlines() or [""])[0][:160]
+        raise ConfigError(f"network.kind = {spec.get('kind', 'mlp')!r} does not take rows of shape "
+                          f"{tuple(data.x_train.shape[1:])} ({first})") from None
+    return net
+
+
+def _network(spec: dict, data: DataSplits) -> torch.nn.Module:
     spec = dict(spec)
     kind = spec.pop("kind", "mlp")
-    if kind not in NETWORKS:
-        raise ConfigError(f"network.kind must be one of {sorted(NETWORKS)}, got {kind!r}")
     if kind == "mlp":
         return NETWORKS[kind](int(np.prod(data.x_train.shape[1:])), data.num_classes, tuple(spec.get("hidden", (128,))))
     if kind == "lenet5":
@@ -82,27 +107,46 @@ def model_hyper(model, hyper: dict) -> dict:
 
 def run_scenario(config: dict, out: str | Path | None = None, *, seed: int | None = None, device: str | None = None,
                  chains: int | None = None, progress: bool = True, echo=print, resume: bool = False,
-                 checkpoint_every: int | None = None, comm: Communicator | None = None) -> dict[str, Any] | None:
+                 checkpoint_every: int | None = None, comm: Communicator | None = None,
+                 overwrite: bool = False) -> dict[str, Any] | None:
     """Run BADS and the configured baselines; write the run's files to `out` (staged); return metrics.json.
 
-    With `out`, the sampler checkpoints to `<out>.checkpoint.pt` (every `checkpoint_every` steps) and
-    `resume=True` continues an interrupted run from there; both side files go when the run completes.
+    `out` is refused when it is ".", "..", "~", "/", a parent of the current directory, or a non-empty
+    directory (unless `overwrite`: then only files an earlier run wrote there are replaced); a lock beside
+    it makes a second run into the same `out` fail at once. With `out`, the sampler checkpoints to
+    `<out>.checkpoint.safetensors` (every `checkpoint_every` steps) and `resume=True` continues an
+    interrupted run from there if it was written by the same run; both side files go when the run completes.
     Under torchrun every rank samples its shard; rank 0 alone runs the baselines, writes the files and
     returns the metrics (the other ranks return None).
     """
     comm = comm or Communicator()
+    if out is None or not comm.main:
+        return _run(config, out, seed, device, chains, progress, echo, resume, checkpoint_every, comm, overwrite)
+    check_out_dir(out, overwrite)
+    check_writable(out)
+    with run_lock(out):
+        remove_stale_staging(out)
+        return _run(config, out, seed, device, chains, progress, echo, resume, checkpoint_every, comm, overwrite)
+
+
+def _run(config, out, seed, device, chains, progress, echo, resume, checkpoint_every, comm, overwrite):
+    """`run_scenario` once its output directory is checked and locked."""
     if not comm.main:
         echo = lambda *a, **k: None  # noqa: E731 - rank 0 speaks for the run
-    if out is not None and comm.main:
-        check_writable(out)
     seed = config["data"].get("seed", 0) if seed is None else seed
     data_spec = {**config["data"], "seed": seed}
-    data = build_data(data_spec)
-    model = load_model(config["model"]["file"])
     sampler = sampler_config(config, seed=seed, device=device, chains=chains, progress=progress,
-                             checkpoint_every=checkpoint_every)
-    side = {} if out is None else {"checkpoint": Path(f"{out}.checkpoint.pt"), "spill_path": Path(f"{out}.spill.nc")}
-    own_files = list(side.values()) if comm.main else [Path(f"{out}.checkpoint.pt.rank{comm.rank}")] * (out is not None)
+                             checkpoint_every=checkpoint_every).validate(None)  # all settings before any work
+    side = {} if out is None else {"checkpoint": Path(f"{out}.checkpoint.safetensors"),
+                                   "spill_path": Path(f"{out}.spill.nc")}
+    legacy = Path(f"{out}.checkpoint.pt")
+    if resume and comm.main and out is not None and legacy.exists() and not side["checkpoint"].exists():
+        raise ConfigError(f"{str(legacy)!r} is a checkpoint in the pickle format of pyro-dps 0.1, which is never "
+                          "loaded (a pickle can run code) and cannot be continued; delete it and run without --resume")
+    model = load_model(config["model"]["file"])
+    data = build_data(data_spec)
+    rank_file = [Path(f"{out}.checkpoint.safetensors.rank{comm.rank}")] if out is not None else []
+    own_files = list(side.values()) if comm.main else rank_file
     if not resume:
         for path in own_files:
             path.unlink(missing_ok=True)
@@ -113,25 +157,14 @@ def run_scenario(config: dict, out: str | Path | None = None, *, seed: int | Non
     echo(f"[{config['name']}] N_t={data.n_train} N_m={data.n_meta} N_test={data.n_test} "
          f"kernel={sampler.kernel} chains={sampler.chains} steps/chain={total_steps}")
     posterior = fit(model, problem, model_hyper(model, config["model"]["hyper"]), sampler, resume=resume,
-                    comm=comm, **side)
+                    comm=comm, fingerprint=run_identity(config, data_spec) if out is not None else None, **side)
     if posterior is None:  # a rank other than 0: its shard is done
         for path in own_files:
             path.unlink(missing_ok=True)
         return None
     methods = {"bads": _bads_metrics(posterior, data)}
     for name, settings in config["baselines"].items():
-        if name not in BASELINES:
-            raise ConfigError(f"baselines.{name}: unknown baseline (known: {sorted(BASELINES)})")
-        settings = dict(settings)
-        steps = settings.pop("steps", None) or total_steps
-        if name in BETA_BASELINES:  # the fraction BADS used (its estimate when beta = "auto")
-            settings.setdefault("beta", float(posterior.hyper.get("beta", 0.5)))
-        torch.manual_seed(seed)
-        start = time.perf_counter()
-        net = BASELINES[name](build_network(config["network"], data).to(sampler.device), data.to(sampler.device),
-                              steps=steps, seed=seed, **settings)
-        methods[name] = {"test_accuracy": accuracy(predict_proba(net, data.x_test.to(sampler.device)), data.y_test),
-                         "test_accuracy_ensemble": None, "seconds": time.perf_counter() - start}
+        methods[name] = _run_baseline(name, settings, config, data, sampler, seed, total_steps, posterior.hyper)
     summary = posterior.weight_summary()
     clean = None if data.clean is None else data.clean.numpy()
     weights = {"noise_auroc": noise_auroc(summary["mean"], clean),
@@ -142,22 +175,56 @@ def run_scenario(config: dict, out: str | Path | None = None, *, seed: int | Non
     document["config"] = {**config, "sampler": config_dict(sampler), "data": data_spec}
     echo(result_table(document))
     if out is not None:
-        with staged_directory(out) as stage:
+        with staged_directory(out, overwrite) as stage:
             write_json(stage / "metrics.json", document)
             write_weights_csv(stage / "weights.csv", summary, data.y_train.numpy(), clean)
             save_draws(_draws_with_labels(posterior, data), stage / "draws.nc")
-            save_posterior_state(stage / "posterior.pt", posterior, config, tuple(data.x_train.shape[1:]),
+            save_posterior_state(stage / STATE_FILE, posterior, config, tuple(data.x_train.shape[1:]),
                                  data.num_classes)
             plot_weights_by_group(stage / "weights_by_group.png", summary["mean"], data.y_train.numpy(), clean,
                                   title=f"{document['scenario']}: posterior mean weights")
-            from .report import write_run_report  # report.html from the staged files; failures only warn
+            from .report import save_gallery_examples, write_run_report  # failures of the report only warn
 
+            save_gallery_examples(stage, data, echo=echo)
             write_run_report(stage, run_label=str(out), echo=echo)
         posterior.draws.close()
         for path in side.values():
             path.unlink(missing_ok=True)
-        echo(f"wrote {out}/metrics.json, weights.csv, draws.nc, posterior.pt, weights_by_group.png, report.html")
+        echo(f"wrote {out}/metrics.json, weights.csv, draws.nc, {STATE_FILE}, weights_by_group.png, report.html")
     return document
+
+
+def run_identity(config: dict, data_spec: dict) -> dict:
+    """What a checkpoint of this scenario must match beyond the sampler's own fingerprint: the resolved
+    [data], [network] and [model] tables and a SHA-256 of every data file they read."""
+    files = {}
+    path = data_spec.get("path")
+    if isinstance(path, str) and Path(path).exists():
+        files["data.path"] = file_digest(path)
+    return {"config": {"data": data_spec, "network": config["network"], "model": config["model"]}, "files": files}
+
+
+def _run_baseline(name: str, settings: dict, config: dict, data: DataSplits, sampler, seed: int,
+                  total_steps: int, bads_hyper: dict) -> dict:
+    """One baseline's metrics; a setting it refuses at run time is a ConfigError naming the baseline. The
+    baselines that take a selected fraction get BADS's (its estimate when beta = "auto")."""
+    if name not in BASELINES:
+        raise ConfigError(f"baselines.{name}: unknown baseline (known: {sorted(BASELINES)})")
+    settings = dict(settings)
+    steps = settings.pop("steps", None) or total_steps
+    if name in BETA_BASELINES:
+        settings.setdefault("beta", float(bads_hyper.get("beta", 0.5)))
+    torch.manual_seed(seed)
+    start = time.perf_counter()
+    try:
+        net = BASELINES[name](build_network(config["network"], data).to(sampler.device), data.to(sampler.device),
+                              steps=steps, seed=seed, **settings)
+    except (ValueError, TypeError, ImportError) as exc:
+        if isinstance(exc, ConfigError):
+            raise
+        raise ConfigError(f"baselines.{name}: {exc}") from exc
+    return {"test_accuracy": accuracy(predict_proba(net, data.x_test.to(sampler.device)), data.y_test),
+            "test_accuracy_ensemble": None, "seconds": time.perf_counter() - start}
 
 
 def mean_weight_by_group(mean: np.ndarray, data: DataSplits) -> dict[str, dict[str, float]]:

@@ -67,8 +67,24 @@ def prob_above(draws, tau: float) -> np.ndarray:
 def credible_interval(draws, interval: float = 0.9) -> tuple[np.ndarray, np.ndarray]:
     """Equal-tailed central `interval` of each example's draws: (lower, upper), each (N,)."""
     interval = _prob("interval", interval, low_open=True)
-    lo, hi = np.quantile(_flat(draws), [(1 - interval) / 2, (1 + interval) / 2], axis=0)
-    return lo, hi
+    flat = _flat(draws)
+    qs = [(1 - interval) / 2, (1 + interval) / 2]
+    if not np.isfinite(flat).all():
+        lo, hi = np.quantile(flat, qs, axis=0)
+        return lo, hi
+    ordered = np.sort(flat, axis=0)  # one sort for both bounds; numpy's 'linear' quantile from it, bit for bit
+    return tuple(_linear_quantile(ordered, q) for q in qs)
+
+
+def _linear_quantile(ordered: np.ndarray, q: float) -> np.ndarray:
+    """np.quantile(method='linear') along axis 0 of already sorted rows (same interpolation formula)."""
+    virtual = q * (ordered.shape[0] - 1)
+    below = int(np.floor(virtual))
+    above = min(below + 1, ordered.shape[0] - 1)
+    t = virtual - below
+    a, b = ordered[below], ordered[above]
+    diff = b - a
+    return b - diff * (1 - t) if t >= 0.5 else a + diff * t
 
 
 # ------------------------------------------------------------------------------------------- rules

@@ -34,9 +34,12 @@ def test_report_is_self_contained(run_dir):
     images = re.findall(r'<img src="([^"]+)"', text)
     assert len(images) >= 4 + 2 * 12  # 4 figures + the trusted/untrusted galleries
     assert all(src.startswith("data:image/png;base64,") for src in images)
-    # digit thumbnails are recovered from the run's data spec, with the true label of corrupted ones
+    # digit thumbnails come from the run's own examples.npz, with the true label of corrupted ones
     assert re.search(r"label \d \(true \d\)", text)
-    assert 'download="selection.csv" href="data:text/csv;base64,' in text
+    # the full per-example table is a CSV beside the page, not base64 inside it
+    assert '<code class="csv">report.selection.csv</code>' in text and "text/csv" not in text
+    header = (run_dir / "report.selection.csv").read_text().splitlines()[0]
+    assert header.startswith("example,label,clean,mean,sd,lower90,upper90")
 
 
 def test_cli_report(run_dir, tmp_path, capsys):
@@ -45,17 +48,20 @@ def test_cli_report(run_dir, tmp_path, capsys):
     assert f"wrote {out}" in capsys.readouterr().out
     text = out.read_text()
     assert all(f'id="{section}"' in text for section in SECTIONS)
-    assert [p.name for p in out.parent.iterdir()] == ["r.html"]  # the temporary file was renamed
+    assert sorted(p.name for p in out.parent.iterdir()) == ["r.html", "r.selection.csv"]  # temporaries renamed
 
 
 def test_default_output_path(run_dir, tmp_path, monkeypatch):
     import pyro_dps.report as report
 
-    monkeypatch.setattr(report, "build_report", lambda run_dir, run_label=None: "<html></html>")
+    import pandas as pd
+
+    monkeypatch.setattr(report, "_build", lambda run_dir, *a: ("<html></html>", pd.DataFrame({"x": [1]})))
     copy = tmp_path / "copy"
     copy.mkdir()
     assert write_report(copy) == copy / "report.html"
     assert (copy / "report.html").read_text() == "<html></html>"
+    assert (copy / "report.selection.csv").read_text() == "x\n1\n"
 
 
 @pytest.mark.parametrize("damage, name", [
@@ -90,9 +96,9 @@ def test_failed_write_keeps_the_old_report(run_dir, tmp_path, monkeypatch):
     def boom(*args, **kwargs):
         raise ReportError("simulated failure")
 
-    monkeypatch.setattr(report, "build_report", boom)
+    monkeypatch.setattr(report, "_build", boom)
     with pytest.raises(ReportError):
-        write_report(run_dir, out)
+        write_report(run_dir, out, overwrite=True)
     assert out.read_text() == "old" and [p.name for p in tmp_path.iterdir()] == ["report.html"]
     messages = []
     assert write_run_report(run_dir, echo=messages.append) is None  # the scenario hook only warns
@@ -137,6 +143,7 @@ def _browser():
 
 
 def test_report_in_headless_chromium(run_dir, tmp_path):
+    pytest.importorskip("selenium", reason="selenium is not installed (scripts/install_browser.sh)")
     from selenium.webdriver.common.by import By
 
     driver = _browser()

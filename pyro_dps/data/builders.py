@@ -195,6 +195,20 @@ def mnist_4v9_splits(
     ).validate()
 
 
+MAX_CLASSES = 10 ** 5  # beyond this, "labels" are not class indices (and bincount would allocate gigabytes)
+
+
+def _class_labels(values, field: str) -> torch.Tensor:
+    """Labels of a data file as int64 class indices in [0, MAX_CLASSES), with at least one row."""
+    labels = as_labels(values, field)
+    if labels.numel() == 0:
+        raise DataError(f"{field} is empty: the data file has no examples")
+    low, high = int(labels.min()), int(labels.max())
+    if low < 0 or high >= MAX_CLASSES:
+        raise DataError(f"{field} has labels in [{low}, {high}]; labels must be class indices in [0, {MAX_CLASSES})")
+    return labels
+
+
 def _noisy_image_splits(
     arrays: dict[str, np.ndarray],
     base_name: str,
@@ -213,8 +227,8 @@ def _noisy_image_splits(
     meta_per_class = check_int(meta_per_class, "meta_per_class", minimum=1)
     split_seed, noise_seed = derive_seeds(seed, 2)
     generator = make_generator(split_seed)
-    y_pool = as_labels(arrays["y_train"], "y_train")
-    y_test_all = as_labels(arrays["y_test"], "y_test")
+    y_pool = _class_labels(arrays["y_train"], "y_train")
+    y_test_all = _class_labels(arrays["y_test"], "y_test")
     num_classes = int(max(int(y_pool.max()), int(y_test_all.max()))) + 1
     draws, train_idx = _balanced_draws(y_pool, num_classes, {"meta_per_class": meta_per_class}, generator)
     train_idx = _subsample(train_idx, n_train, "n_train", generator)

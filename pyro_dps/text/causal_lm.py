@@ -127,7 +127,8 @@ def _dropout_overrides(config, dropout: float) -> dict:
 
 def load_causal_lm(path: str | os.PathLike, dropout: float | None = 0.0,
                    dtype: torch.dtype = torch.float32) -> tuple[CausalLMLogits, object]:
-    """(wrapped model, tokenizer) from a local directory; nothing is downloaded.
+    """(wrapped model, tokenizer) from a local directory; nothing is downloaded, and only safetensors
+    weights are read (a `pytorch_model.bin` is a pickle and is refused).
 
     `dropout` overrides every dropout probability of the config (0 by default: Langevin dynamics samples
     a fixed density, and the fused path checks the gradient against a second forward pass); None keeps them.
@@ -142,7 +143,9 @@ def load_causal_lm(path: str | os.PathLike, dropout: float | None = 0.0,
         overrides = {} if dropout is None else _dropout_overrides(config, float(dropout))
         for key, value in overrides.items():
             setattr(config, key, value)
-        lm = transformers.AutoModelForCausalLM.from_pretrained(str(path), config=config, local_files_only=True)
+        # safetensors weights only: a pytorch_model.bin is a pickle, never loaded from a user's path
+        lm = transformers.AutoModelForCausalLM.from_pretrained(str(path), config=config, local_files_only=True,
+                                                               use_safetensors=True)
     except (OSError, ValueError, KeyError) as exc:
         raise DataError(f"model path {str(path)!r} cannot be loaded as a causal LM: {exc}") from exc
     lm = lm.to(dtype)
