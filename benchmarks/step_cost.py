@@ -98,13 +98,15 @@ def compiled_sgd_stepper(net, problem, lr: float = 1e-3):
     return step
 
 
-def bads_stepper(problem, kernel, device, own_batches: tuple[int, int] | None = None, compile: bool = False):
+def bads_stepper(problem, kernel, device, own_batches: tuple[int, int] | None = None, compile: bool = False,
+                 weight_update: str = "auto"):
     """A BADS step on the benchmark's batches, or (own_batches = (b, b_m)) on batches it draws itself;
-    `compile`: the whole step as one torch.compile'd function (`[sampler] compile = true`)."""
+    `compile`: the whole step as one torch.compile'd function (`[sampler] compile = true`); `weight_update`:
+    the default exact weight draws, or "langevin" (the logit step the exact update replaced)."""
     potential = make_potential(model, problem, {"beta": 0.5}, "auto", torch.Generator().manual_seed(0))
     gen = torch.Generator(device=device).manual_seed(0)
     alg = ALGORITHMS[kernel](potential, 1e-4, temperature=0.01, local_step_size=0.05, generator=gen,
-                                 compile=compile)
+                             compile=compile, weight_update=weight_update)
     state = alg.init(potential.init_theta(gen), initial_weights(potential).to(device))
     if own_batches is not None:
         tb = MinibatchSampler(problem.n_train, own_batches[0], gen, device)
@@ -252,6 +254,7 @@ def main(argv=None):
             steppers[f"bads-{kernel}"], kinds[kernel] = bads_stepper(problem, kernel, device)
             if args.compile:
                 steppers[f"bads-{kernel}-compiled"] = bads_stepper(problem, kernel, device, compile=True)[0]
+        steppers["bads-psgld-langevin"] = bads_stepper(problem, "psgld", device, weight_update="langevin")[0]
         sgd_net = mlp(64, 10, (128,)) if name.startswith("mlp") else lenet5(10)
         sgd_problem = Problem(sgd_net.to(device), problem.x_train, problem.y_train, problem.x_meta, problem.y_meta)
         steppers["sgd"] = sgd_stepper(sgd_net, sgd_problem, "sgd")

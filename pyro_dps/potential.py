@@ -122,8 +122,10 @@ class TracePotential:
         idx = torch.arange(min(2, p.n_train), device=p.device)
         jdx = torch.arange(min(2, p.n_meta), device=p.device)
         ctx = self._probe_ctx = ModelContext(p, idx, jdx, torch.zeros((), dtype=torch.float64, device=p.device))
-        try:
-            with torch.no_grad():
+        try:  # the probe's own random stream: its values do not depend on (nor advance) the caller's
+            devices = [p.device] if p.device.type == "cuda" else []
+            with torch.no_grad(), torch.random.fork_rng(devices=devices):
+                torch.manual_seed(0)
                 return poutine.trace(self.model).get_trace(ctx, **self.hyper)
         except DPSError:
             raise
@@ -366,11 +368,14 @@ class FusedPotential(TracePotential):
         consts = []
         for site, per_unit in (("train_lik", w * l_t), ("meta_lik", l_m)):
             value = nodes[site]["fn"].log_factor
-            ratio = -value.sum() / per_unit.sum()
-            if not per_unit.numel() or not bool(torch.allclose(value, -ratio * per_unit, rtol=1e-4, atol=1e-6)):
+            ratios = -value.double() / per_unit.double()
+            ratios = ratios[torch.isfinite(ratios)]
+            ratio = ratios.median() if ratios.numel() else torch.tensor(float("nan"), dtype=torch.float64)
+            if not ratios.numel() or not bool(torch.allclose(value.double(), -ratio * per_unit.double(), rtol=1e-4,
+                                                              atol=1e-6)):
                 self.reason = self.reason or f"factor {site!r} is not a constant times -{'w * loss' if site == 'train_lik' else 'loss'}"
                 return 1.0, 1.0
-            consts.append(float(ratio))
+            consts.append(float(ratio.to(value.dtype)))  # the constant as the model's dtype holds it
         return consts[0], consts[1]
 
     def supported(self) -> bool:

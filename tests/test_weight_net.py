@@ -78,11 +78,11 @@ def test_weight_network_gradient_equals_hand_written_formula():
 
 
 def test_weight_network_falls_back_to_the_trace_path_and_validates_its_settings():
-    assert make_potential(weight_net.model, _problem(), {}).kind == "trace"
+    assert make_potential(weight_net.model, _problem(), {"beta": 0.5}).kind == "trace"
     with pytest.raises(ConfigError, match="label_mode must be one of"):
-        TracePotential(weight_net.model, _problem(), {"label_mode": "both"})
+        TracePotential(weight_net.model, _problem(), {"beta": 0.5, "label_mode": "both"})
     with pytest.raises(ConfigError, match="s_avg must be an integer >= 1, got 0"):
-        TracePotential(weight_net.model, _problem(), {"s_avg": 0})
+        TracePotential(weight_net.model, _problem(), {"beta": 0.5, "s_avg": 0})
 
 
 @pytest.fixture(scope="module")

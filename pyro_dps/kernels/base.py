@@ -26,6 +26,7 @@ from ..context import Problem
 from ..errors import ConfigError
 from ..potential import TracePotential, make_potential, summarize_stats, weight_sum
 from ..schedules import make_schedule
+from ..useful_fraction import resolve_beta
 from .compiled import check_compilable, compiled_step, count_rejection
 from .conditional import conditional_weights, exact_weights_reason
 
@@ -352,6 +353,7 @@ class SGMCMCKernel(MCMCKernel):
     def setup(self, warmup_steps: int, *args, **kwargs) -> None:
         device = self.problem.device
         self.generator = torch.Generator(device=device).manual_seed(self.seed)
+        self.hyper, self.useful_fraction = resolve_beta(self.model, self.problem, self.hyper, self.seed)
         self.potential = make_potential(self.model, self.problem, self.hyper, self.potential_kind,
                                         torch.Generator().manual_seed(self.seed))
         self.core = type(self).algorithm(self.potential, generator=self.generator, **self.algorithm_kwargs)
