@@ -15,7 +15,7 @@ import math
 import pyro
 import pyro.distributions as dist
 
-from pyro_dps.errors import ConfigError, DataError
+from pyro_dps.errors import ConfigError, DataError, UnresolvedAuto
 
 
 def theta_prior(ctx, prior_scale: float) -> dict:
@@ -62,7 +62,7 @@ def meta_weight(n_train: int, n_meta: int, beta: float, rho_t: float, rho_m: flo
 def check_hyper(beta: float, sigma: float | None, **positive: float | None) -> None:
     """Impossible hyper-parameters raise ConfigError naming the field and the value (None: a derived default)."""
     if beta == "auto":
-        raise ConfigError("beta = 'auto' is resolved by pyro_dps.fit (it estimates the useful fraction of D_t "
+        raise UnresolvedAuto("beta = 'auto' is resolved by pyro_dps.fit (it estimates the useful fraction of D_t "
                           "from the data); call the model with a number")
     if not isinstance(beta, (int, float)) or isinstance(beta, bool) or not 0 < beta <= 1:
         raise ConfigError(f"beta must be in (0, 1], got {beta!r}")

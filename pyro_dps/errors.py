@@ -13,6 +13,10 @@ class ConfigError(DPSError):
     """A configuration or hyper-parameter that is unknown, of the wrong type or impossible."""
 
 
+class UnresolvedAuto(ConfigError):
+    """A model was called with beta = "auto", which `pyro_dps.fit` resolves (from the data) before sampling."""
+
+
 class ModelError(DPSError):
     """A model file or model function that cannot be loaded or does not follow the model contract."""
 

@@ -38,6 +38,7 @@ import torch
 
 from .context import Problem
 from .data import stratified_split
+from .errors import DPSError, UnresolvedAuto
 from .training import Trainer, per_example_loss
 
 Z = 2.0  # standard errors in the upper confidence bound of a region's ratio
@@ -145,12 +146,29 @@ def _fresh_copy(net: torch.nn.Module, seed: int) -> torch.nn.Module:
 def resolve_beta(model, problem: Problem, hyper: dict, seed: int = 0, comm=None) -> tuple[dict, FractionEstimate | None]:
     """`hyper` with beta = "auto" (given, or the model's default) replaced by the estimate; every rank of a
     sharded run gets the same value (the mean of the ranks' identical estimates)."""
-    params = inspect.signature(model).parameters
-    default = params["beta"].default if "beta" in params else None
-    if hyper.get("beta", default) != "auto":
+    if not _wants_estimate(model, problem, hyper):
         return hyper, None
     estimate = estimate_useful_fraction(problem, seed=seed)
     if comm is not None and comm.world > 1:
         agreed = comm.mean_(torch.tensor([estimate.value], dtype=torch.float64, device=problem.device))
         estimate.value = float(agreed[0])
     return {**hyper, "beta": estimate.value}, estimate
+
+
+def _wants_estimate(model, problem: Problem, hyper: dict) -> bool:
+    """Whether the model's beta is "auto": given so, the model's default, or (a model that passes **hyper on
+    to another, e.g. a user's wrapper of a built-in) what a probe trace of it asks for."""
+    params = inspect.signature(model).parameters
+    if "beta" in params or "beta" in hyper:
+        return hyper.get("beta", params["beta"].default if "beta" in params else None) == "auto"
+    if not any(p.kind is p.VAR_KEYWORD for p in params.values()):
+        return False
+    from .potential import TracePotential
+
+    try:
+        TracePotential(model, problem, hyper)
+    except UnresolvedAuto:
+        return True
+    except DPSError:
+        return False
+    return False
