@@ -335,7 +335,7 @@ def main(argv=None) -> dict:
     if "cleanlab" in methods and not cleanlab_available():
         print("cleanlab is not installed (pip install 'pyro-dps[cleanlab]'): skipping it", file=sys.stderr)
         methods = [m for m in methods if m != "cleanlab"]
-    unknown = [m for m in methods if m != "bads" and m not in BASELINES]
+    unknown = [m for m in methods if m not in ("bads", "bads_preset") and m not in BASELINES]
     if unknown:
         raise SystemExit(f"unknown methods {unknown}")
     out = Path(args.out)
