@@ -127,9 +127,11 @@ def bads_sampler(config: dict, steps: int, seed: int, device: str):
 
 
 def defaults_config(config: dict) -> dict:
-    """The scenario's [data], [network] and [baselines] with the one default model and sampler (pyro-dps run
-    with only [data] and [network] gives the same)."""
-    return {**config, "model": copy.deepcopy(DEMO["model"]), "sampler": copy.deepcopy(DEMO["sampler"])}
+    """The scenario's [data], [network], [baselines] and model NAME with the model's own default hyper-parameters
+    and the default sampler (`pyro-dps run` with only [data], [network] and `model.file` gives the same): the
+    imbalance scenarios name the class-balanced prior, as a user who knows D_t is imbalanced would."""
+    model = {"file": config["model"]["file"], "hyper": copy.deepcopy(DEMO["model"]["hyper"])}
+    return {**config, "model": model, "sampler": copy.deepcopy(DEMO["sampler"])}
 
 
 def run_method(method: str, config: dict, data: DataSplits, init_net: torch.nn.Module, steps: int, seed: int,

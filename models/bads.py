@@ -33,16 +33,20 @@ def base_prior(base_a: float, base_b: float) -> dist.Distribution:
     return dist.Beta(base_a, base_b)
 
 
-def default_sigma(n_train: int) -> float:
-    """sqrt(N_t) / 10: a tenth of the spread of a sum of N_t free weights, so the mean weight is held
-    near beta (within about 1 / (10 sqrt(N_t))) while Langevin steps stay stable. The paper's 1e-5 is
-    an almost hard constraint that only a noisy optimiser tolerates."""
-    return math.sqrt(n_train) / 10
+def default_sigma(n_train: int, beta: float) -> float:
+    """sqrt(N_t) * min(beta, 1/10), at least 1: the spread of sum_i w_i around floor(N_t beta).
+
+    At most sqrt(N_t)/10, a tenth of the spread of a sum of N_t free weights, so the mean weight stays near
+    beta. For a small beta it shrinks with the target: the N_t examples near w = 0 push the sum above its
+    target by about sigma sqrt(T N_t) (each carries a truncated-normal tail of mean sigma^2 T / excess), so
+    sigma <= beta sqrt(N_t) keeps that excess within sqrt(T) of the target (10% at T = 0.01). The paper's
+    1e-5 is an almost hard constraint that only a noisy optimiser tolerates."""
+    return max(1.0, math.sqrt(n_train) * min(float(beta), 0.1))
 
 
 def sparsity_prior(n_train: int, beta: float, sigma: float | None) -> dist.Distribution:
-    """Eq. 8: sum_i w_i ~ Normal(floor(N_t * beta), sigma); sigma None means `default_sigma(N_t)`."""
-    sigma = default_sigma(n_train) if sigma is None else sigma
+    """Eq. 8: sum_i w_i ~ Normal(floor(N_t * beta), sigma); sigma None means `default_sigma(N_t, beta)`."""
+    sigma = default_sigma(n_train, beta) if sigma is None else sigma
     return dist.Normal(float(math.floor(n_train * beta)), sigma)
 
 

@@ -42,7 +42,7 @@ def model(ctx, beta: float | str = "auto", sigma: float | None = None, rho_t: fl
         w = pyro.sample("w", base_prior(base_a, base_b))
         pyro.factor("train_lik", -rho_t * w * ctx.train_losses(theta))
     sums = ctx.w_sum_by_label(w)
-    scale = default_sigma(ctx.n_train) if sigma is None else sigma
+    scale = default_sigma(ctx.n_train, beta) if sigma is None else sigma
     targets = class_targets(ctx, beta).to(sums.dtype)
     pyro.sample("w_sum", dist.Normal(targets, scale).to_event(1), obs=sums)
     with pyro.plate("meta", ctx.n_meta, subsample=ctx.meta_idx):

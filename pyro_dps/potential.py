@@ -26,6 +26,7 @@ import torch
 import torch.nn.functional as F
 from pyro import poutine
 from pyro.distributions.transforms import biject_to
+from pyro.poutine.messenger import Messenger
 from pyro.poutine.util import site_is_subsample
 
 from .context import ModelContext, Problem
@@ -33,6 +34,22 @@ from .errors import DPSError, ModelError
 
 LOCAL_PLATE = "train"
 _BIND_TOKENS = itertools.count()
+PROBE_ROWS = 16  # rows of the probe batch the model is traced on once
+
+
+class _AtModuleParameters(Messenger):
+    """Sites `theta.<name>` take the module's current parameter values (still latent sites): the probe's losses
+    are those of the initial network, not of a prior draw so confident that every loss is exactly 0 (a loss
+    of 0 says nothing of the factor's constant)."""
+
+    def __init__(self, params: dict[str, torch.Tensor]):
+        super().__init__()
+        self.values = {f"theta.{k}": v.detach() for k, v in params.items()}
+
+    def _pyro_sample(self, msg) -> None:
+        value = self.values.get(msg["name"])
+        if value is not None and not msg["is_observed"] and tuple(msg["fn"].shape()) == tuple(value.shape):
+            msg["value"], msg["done"] = value, True
 
 
 @dataclass
@@ -119,14 +136,15 @@ class TracePotential:
 
     def _reference_trace(self) -> poutine.Trace:
         p = self.problem
-        idx = torch.arange(min(2, p.n_train), device=p.device)
-        jdx = torch.arange(min(2, p.n_meta), device=p.device)
+        idx = torch.arange(min(PROBE_ROWS, p.n_train), device=p.device)
+        jdx = torch.arange(min(PROBE_ROWS, p.n_meta), device=p.device)
         ctx = self._probe_ctx = ModelContext(p, idx, jdx, torch.zeros((), dtype=torch.float64, device=p.device))
         try:  # the probe's own random stream: its values do not depend on (nor advance) the caller's
             devices = [p.device] if p.device.type == "cuda" else []
             with torch.no_grad(), torch.random.fork_rng(devices=devices):
                 torch.manual_seed(0)
-                return poutine.trace(self.model).get_trace(ctx, **self.hyper)
+                at_init = _AtModuleParameters(dict(p.net.named_parameters()))
+                return poutine.trace(at_init(self.model)).get_trace(ctx, **self.hyper)
         except DPSError:
             raise
         except Exception as exc:  # a broken user model: say which model and why
