@@ -159,3 +159,34 @@ def test_truncated_normal_proposal_with_its_weights_is_exact(mu, s):
     gumbel = -torch.log(-torch.log(torch.rand(N_OUT, 5, generator=gen, dtype=torch.float64)))
     picked = values.gather(1, (lw + gumbel).argmax(1, keepdim=True))[:, 0].numpy()
     assert not _close(picked, fresh), _close(picked, fresh)
+
+
+def test_probe_reads_factor_constants_where_a_prior_draw_gives_zero_losses():
+    # A loss that is exactly 0 wherever the network is confident: at a draw from the N(0, 1) prior the
+    # logits are ~1e3 and every probe loss is 0, which says nothing of rho_t / rho_m (the probe once read them
+    # there and sent such models to the trace path and Langevin weights). At the module's own (zero)
+    # parameters every loss is 1, so the fused path and exact draws must be chosen.
+    from pyro_dps.context import Problem
+    from pyro_dps.kernels.base import resolve_weight_update
+    from pyro_dps.kernels.sgld import SGLDRule
+    from pyro_dps.model_loader import load_model
+    from pyro_dps.potential import make_potential
+
+    class Confident(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.lin = torch.nn.Linear(4, 2)
+            torch.nn.init.zeros_(self.lin.weight), torch.nn.init.zeros_(self.lin.bias)
+
+        def forward(self, x):
+            return 1e3 * self.lin(x)
+
+    def margin_loss(outputs, targets):
+        return torch.relu(1.0 - (outputs[:, 0] - outputs[:, 1]).abs())
+
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.randn(40, 4, generator=g), torch.randint(0, 2, (40,), generator=g)
+    problem = Problem(Confident(), x[:30], y[:30], x[30:], y[30:], loss=margin_loss)
+    potential = make_potential(load_model("bads"), problem, {"beta": 0.5}, "auto", torch.Generator().manual_seed(0))
+    assert potential.kind == "fused", getattr(potential, "fused_reason", "")
+    assert resolve_weight_update("auto", potential, 0.01, SGLDRule())
