@@ -190,3 +190,35 @@ def test_probe_reads_factor_constants_where_a_prior_draw_gives_zero_losses():
     potential = make_potential(load_model("bads"), problem, {"beta": 0.5}, "auto", torch.Generator().manual_seed(0))
     assert potential.kind == "fused", getattr(potential, "fused_reason", "")
     assert resolve_weight_update("auto", potential, 0.01, SGLDRule())
+
+
+def _mean_sum_of_easy_table(sigma: float, n: int = 2000, beta: float = 0.01, t: float = 0.01) -> float:
+    """Average of sum_i w_i over exact batch updates of a table whose every loss is 0 (the many easy
+    examples of an imbalanced D_t), started at the target."""
+    from pyro_dps.models.bads import sparsity_prior
+
+    k = float(sparsity_prior(n, beta, sigma).loc)
+    cw = ConditionalWeights(rho_t=1.0, loc=torch.tensor([k], dtype=torch.float64), scale=sigma, candidates=8)
+    gen = torch.Generator().manual_seed(0)
+    w, sums = torch.full((n,), k / n, dtype=torch.float64), []
+    for step in range(1500):
+        idx = torch.randperm(n, generator=gen)[:128]
+        rest = (w.sum() - w[idx].sum()).reshape(1)
+        u = torch.rand(cw.uniforms_shape(128), generator=gen, dtype=torch.float64)
+        w[idx] = cw.draw(torch.zeros(128, dtype=torch.float64), w[idx], rest, None, t, u)
+        if step >= 500:
+            sums.append(float(w.sum()))
+    return float(np.mean(sums))
+
+
+def test_default_sigma_keeps_a_small_target():
+    """With beta = 1% the N_t examples near w = 0 push sum w above floor(N_t beta) = 20 by about
+    sigma sqrt(T N_t) (the mode of S^(N-1) N(S; k, sigma^2 T)): 12 at the old sqrt(N_t)/10, 1 at the
+    default (`default_sigma`), whose stated bound is sqrt(T) k = 2. The sum's sd is ~sigma sqrt(T) <= 0.45,
+    so the two cases are far apart against the Monte-Carlo error of a 1,000-step average."""
+    from pyro_dps.models.bads import default_sigma
+
+    n, beta = 2000, 0.01
+    assert default_sigma(n, beta) == 1.0 and default_sigma(n, 0.5) == pytest.approx(math.sqrt(n) / 10)
+    assert 20.0 <= _mean_sum_of_easy_table(default_sigma(n, beta), n, beta) <= 22.0
+    assert _mean_sum_of_easy_table(math.sqrt(n) / 10, n, beta) > 28.0
