@@ -172,7 +172,8 @@ def _run(config, out, seed, device, chains, progress, echo, resume, checkpoint_e
                "mean_weight_noisy": float(summary["mean"][~clean].mean()) if clean is not None and (~clean).any() else float("nan")}
     document = metrics_document(data.name if config["name"] == "custom" else config["name"], methods, weights)
     document["mean_weight_by_group"] = mean_weight_by_group(summary["mean"], data)
-    document["config"] = {**config, "sampler": config_dict(sampler), "data": data_spec}
+    # the run length as run ("auto" resolved), so that readers (to_arviz's step sizes, the report) need not redo the rule
+    document["config"] = {**config, "sampler": config_dict(length), "data": data_spec}
     echo(result_table(document))
     if out is not None:
         with staged_directory(out, overwrite) as stage:

@@ -16,10 +16,11 @@ def _seed_and_threads():
 
 
 # A small digits run (N_t = 197, 4 chains x 12 draws, a 30-step mixing baseline), written by run_scenario
-# (report.html included); the report and notebook tests share it, built once per session.
+# (report.html included); the report and notebook tests share it, built once per session. thin = "auto"
+# (one epoch: 4 steps) so that the readers of a run directory meet a resolved "auto" run length.
 SMALL_RUN = {"name": "small-run", "data": {"test_per_class": 150, "meta_per_class": 10},
              "network": {"hidden": [32]},
-             "sampler": {"chains": 4, "warmup": 100, "samples": 12, "thin": 4, "snapshots": 2, "batch_size": 64},
+             "sampler": {"chains": 4, "warmup": 100, "samples": 12, "thin": "auto", "snapshots": 2, "batch_size": 64},
              "baselines": {"mixing": {"lr": 1e-3, "optimizer": "adam", "steps": 30}}}
 
 

@@ -176,3 +176,13 @@ def test_report_in_headless_chromium(run_dir, tmp_path):
         print(f"screenshot: {shot}")
     finally:
         driver.quit()
+
+
+def test_run_directory_with_auto_run_length_reads_back(run_dir):
+    # README: to_arviz("runs/demo"). The run used thin = "auto"; the step sizes per draw come from the run
+    # length as run (metrics.json records it resolved), so they are finite and the run's step size.
+    from pyro_dps.arviz_data import sample_stats_group, to_arviz
+
+    data = to_arviz(run_dir)
+    eps = sample_stats_group(data)["step_size"].to_numpy()
+    assert eps.shape == (4, 12) and np.isfinite(eps).all() and np.all(eps > 0) and np.all(eps <= 1e-3)
