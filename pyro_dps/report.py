@@ -257,12 +257,12 @@ figcaption { color: var(--muted); font-size: 13px; }
 """
 
 
-HINT = ("<p><b>Why the chains may disagree, and what helps.</b> A weight moves only when its example is in "
-        "the minibatch, so with small local steps the weights mix slowly and every chain keeps its own values. "
-        "A larger <code>sampler.local_step_size</code>, a longer <code>warmup</code> and more draws "
-        "(<code>samples</code> &times; <code>thin</code>) raise the ESS and bring R-hat down. Network-level "
-        "scalars (theta_norm, meta_loss) usually keep a high R-hat: each chain settles in its own mode of the "
-        "network, which SG-MCMC does not leave.</p>")
+HINT = ("<p><b>Why the chains may disagree, and what helps.</b> At a cold temperature each chain settles "
+        "in its own mode of the network; an example that one mode explains and another does not is kept by "
+        "one chain and dropped by another, and such examples are the ones with a high R-hat (an ambiguous "
+        "example, not a broken sampler). More chains, a longer <code>warmup</code> and more draws "
+        "(<code>samples</code>) raise the ESS. theta_norm is not checked: the network's permutation "
+        "symmetries give each chain an equivalent mode with its own |theta|.</p>")
 
 
 # ------------------------------------------------------------------------------------------- build
@@ -415,9 +415,9 @@ def _diagnostics_section(diag, checks, th: Thresholds, data, n: int, sampled: st
         f'<p class="summary-line">Overall: {_badge(overall(checks))} &nbsp; {100 * frac:.1f}% of the weights have '
         f'R-hat &lt; {th.rhat_fail} (target: at least 95%).</p>'
         f'<p class="muted">Rank-normalised split R-hat, bulk/tail ESS and MCSE from ArviZ. Thresholds: R-hat '
-        f'&gt; {th.rhat_warn} warns, &gt; {th.rhat_fail} fails; ESS below {th.ess_floor:.0f} (all chains '
-        f'together) warns; for the {n} weights a check fails when more than {100 * th.max_bad_fraction:.0f}% '
-        f'of them are past the limit. Non-finite draws or steps fail; steps the divergence guard rejected '
+        f'&gt; {th.rhat_warn} warns, &gt; {th.rhat_fail} fails; ESS below {th.ess_floor:.0f} per chain '
+        f'warns; theta_norm is reported, not checked (permutation symmetries); for the {n} weights a check '
+        f'fails when more than {100 * th.max_bad_fraction:.0f}% of them are past the limit. Non-finite draws or steps fail; steps the divergence guard rejected '
         f'warn.{sampled}</p>'
         + _table(["status", "check", "value", "threshold", "detail"], rows, "checks")
         + (HINT if frac < 0.95 else "")

@@ -108,6 +108,30 @@ def test_warn_between_thresholds():
     assert strict["R-hat of weights"].status == "fail"
 
 
+def test_ess_floor_is_per_chain():
+    # 4 chains x 60 iid draws: ESS ~ 240 over all chains, above 100 in total but below 100 per chain (400),
+    # the floor of Vehtari et al. (2021); with one chain's worth of floor (25 per chain) the same draws pass.
+    diag = diagnose(chains(draws=60))
+    assert 150 < np.nanmedian(diag.weights["ess_bulk"]) < 350
+    checks = {c.name: c for c in summary(diag)}
+    assert checks["bulk ESS of weights"].status == "fail" and checks["ESS of w_mean"].status == "warn"
+    lenient = {c.name: c for c in summary(diag, Thresholds(ess_floor=25.0))}
+    assert lenient["bulk ESS of weights"].status == "pass" and lenient["ESS of w_mean"].status == "pass"
+
+
+def test_theta_norm_is_reported_not_checked():
+    # chain c sits at c sd: R-hat ~1.9 for both; theta_norm (parameter space) does not decide the verdict,
+    # meta_loss (function space) does
+    ds = chains()
+    shifted = np.random.default_rng(3).normal(size=(C, D)) + np.arange(C)[:, None]
+    ds = ds.assign(theta_norm=(("chain", "draw"), shifted))
+    checks = {c.name: c for c in summary(ds)}
+    assert "R-hat of theta_norm" not in checks and checks["theta_norm (not checked)"].status == "pass"
+    assert overall(list(checks.values())) == "pass"
+    ds = ds.assign(meta_loss=(("chain", "draw"), shifted))
+    assert {c.name: c for c in summary(ds)}["R-hat of meta_loss"].status == "fail"
+
+
 def test_short_chains_fail_the_ess_floor():
     diag = diagnose(chains(draws=15))  # 60 draws in all: ESS < 100 for every weight
     checks = {c.name: c for c in summary(diag)}
