@@ -45,6 +45,7 @@ from pyro_dps.config import DEMO, load_config, sampler_config
 from pyro_dps.context import Problem
 from pyro_dps.data import DATA_ENV_VAR, DataSplits, stratified_split
 from pyro_dps.driver import fit
+from pyro_dps.errors import DPSError
 from pyro_dps.metrics import accuracy, noise_auroc
 from pyro_dps.model_loader import load_model
 from pyro_dps.scenario import build_data, build_network
@@ -270,6 +271,10 @@ def markdown(doc: dict) -> str:
             truth = [r["truth"] for r in rows_f if r["truth"] is not None]
             lines.append(f"| {s} | {est.mean():.3f} ± {est.std(ddof=1) if len(est) > 1 else 0:.3f} | "
                          f"{np.mean(truth):.3f} |" if truth else f"| {s} | {est.mean():.3f} | - |")
+    failed = [(s, m, r) for s in scenarios for m, runs in doc["scenarios"][s]["runs"].items() for r in runs if "error" in r]
+    if failed:
+        lines += ["", "Runs that failed (counted in no mean above):", ""]
+        lines += [f"- {s}, {LABELS.get(m, m)}, seed {r['seed']}: {r['error']}" for s, m, r in failed]
     return "\n".join(lines) + "\n"
 
 
@@ -374,8 +379,15 @@ def main(argv=None) -> dict:
                 if args.tune and seed == seeds[0]:
                     entry["tuned"][method] = tune(method, config, data, init_net, steps, seed, preset, args.device,
                                                   echo, fraction)
-                result = run_method(method, config, data, init_net, steps, seed, preset, args.device,
-                                    entry["tuned"].get(method), fraction)
+                try:
+                    result = run_method(method, config, data, init_net, steps, seed, preset, args.device,
+                                        entry["tuned"].get(method), fraction)
+                except DPSError as exc:  # a method that fails on a seed is reported, not hidden
+                    result = {"test_accuracy": None, "test_accuracy_ensemble": None, "noise_auroc": None,
+                              "seconds": None, "cpu_seconds": None, "error": f"{type(exc).__name__}: {exc}"}
+                    echo(f"    {method:<15} FAILED: {result['error']}")
+                    entry["runs"][method].append({"seed": seed, **result})
+                    continue
                 entry["runs"][method].append({"seed": seed, **result})
                 ens = "" if result["test_accuracy_ensemble"] is None else f" (avg {result['test_accuracy_ensemble']:.3f})"
                 auroc = "" if result["noise_auroc"] is None else f" auroc {result['noise_auroc']:.3f}"
