@@ -3,11 +3,14 @@
     V <- alpha V + (1 - alpha) g^2         (bias-corrected by the count of updates, per row)
     x <- x + eps/2 * G g + sqrt(eps * T * G) * xi
 
-theta's step size adapts during warm-up from its gradients' statistics: each coordinate moves by eps/2
-times its gradient over the running root mean square of its gradients (eps = 1e-3, like Adam's and
-RMSprop's default learning rate, is then a dimensionless step). At the end of warm-up V is frozen
-(`end_warmup`): from there the chain is SGLD with a fixed preconditioner, whose Gamma(theta) correction
-term is exactly zero (with an adapting V it is dropped, as in Li et al.'s and the paper's experiments).
+theta's step size adapts from its gradients' statistics: each coordinate moves by eps/2 times its
+gradient over the running root mean square of its gradients (eps = 1e-3, like Adam's and RMSprop's
+default learning rate, is then a dimensionless step). V keeps adapting after warm-up, as in Li et al.'s
+and the paper's experiments (the Gamma(theta) correction term is dropped). `freeze_preconditioner=True`
+freezes V at the end of warm-up (`end_warmup`), which makes the sampling phase SGLD with a fixed
+preconditioner (Gamma exactly zero); it is not the default because a coordinate whose gradients were
+small when V froze then takes steps its later gradients make huge: a CIFAR-10 ResNet-8 after an 80-step
+warm-up reached |theta| ~ 1e16 within 70 steps (benchmarks/quality.py --quick, seed 1), stable without it.
 """
 from __future__ import annotations
 
@@ -20,12 +23,12 @@ from .base import SGMCMCKernel, UpdateRule, blocked_langevin
 
 
 class PSGLDRule(UpdateRule):
-    def __init__(self, alpha: float = 0.99, eps_precond: float = 1e-5):
+    def __init__(self, alpha: float = 0.99, eps_precond: float = 1e-5, freeze: bool = False):
         if not 0 <= alpha < 1:
             raise ConfigError(f"alpha (preconditioner decay) must be in [0, 1), got {alpha!r}")
         if not eps_precond > 0:
             raise ConfigError(f"eps_precond must be > 0, got {eps_precond!r}")
-        self.alpha, self.lam = alpha, eps_precond
+        self.alpha, self.lam, self.freeze = alpha, eps_precond, bool(freeze)
 
     def init(self, x):
         return {"v": torch.zeros_like(x), "n": torch.zeros_like(x)}  # per-row counts: a row moves only in its batches
@@ -36,7 +39,7 @@ class PSGLDRule(UpdateRule):
                 "adapt": torch.ones((), dtype=x.dtype, device=x.device)}
 
     def end_warmup(self, aux):
-        if "adapt" in aux:
+        if self.freeze and "adapt" in aux:
             aux["adapt"].zero_()
 
     def apply(self, x, g, aux, eps, temperature, noise):
@@ -74,9 +77,10 @@ class PSGLDRule(UpdateRule):
 def psgld(potential, step_size, temperature: float = 1.0, local_step_size=None, alpha: float = 0.99,
           eps_precond: float = 1e-5, generator=None, guard: bool = True, comm=None, noise_rows=None,
           compile: bool = False, weight_update: str = "auto",
-          candidates: int = 8):
+          candidates: int = 8, freeze_preconditioner: bool = False):
     """pSGLD as an (init, step) pair."""
-    return blocked_langevin(potential, PSGLDRule(alpha, eps_precond), step_size, temperature, local_step_size,
+    rule = PSGLDRule(alpha, eps_precond, freeze_preconditioner)
+    return blocked_langevin(potential, rule, step_size, temperature, local_step_size,
                             generator=generator, guard=guard, comm=comm, noise_rows=noise_rows, compile=compile,
                             weight_update=weight_update, candidates=candidates)
 
