@@ -135,6 +135,19 @@ class TracePotential:
             if getattr(problem.net, "init_from_module", False) else None
 
     def _reference_trace(self) -> poutine.Trace:
+        """The model traced once on a probe batch at the module's current parameters (a network's losses, not
+        a prior draw's); at a prior draw when those give non-finite factors (a module an earlier run left
+        diverged) or fail."""
+        try:
+            trace = self._probe(_AtModuleParameters(dict(self.problem.net.named_parameters())))
+            if all(bool(torch.isfinite(site["fn"].log_factor).all()) for site in trace.nodes.values()
+                   if site["type"] == "sample" and hasattr(site["fn"], "log_factor")):
+                return trace
+        except ModelError:
+            pass
+        return self._probe(None)
+
+    def _probe(self, messenger: Messenger | None) -> poutine.Trace:
         p = self.problem
         idx = torch.arange(min(PROBE_ROWS, p.n_train), device=p.device)
         jdx = torch.arange(min(PROBE_ROWS, p.n_meta), device=p.device)
@@ -143,8 +156,8 @@ class TracePotential:
             devices = [p.device] if p.device.type == "cuda" else []
             with torch.no_grad(), torch.random.fork_rng(devices=devices):
                 torch.manual_seed(0)
-                at_init = _AtModuleParameters(dict(p.net.named_parameters()))
-                return poutine.trace(at_init(self.model)).get_trace(ctx, **self.hyper)
+                model = self.model if messenger is None else messenger(self.model)
+                return poutine.trace(model).get_trace(ctx, **self.hyper)
         except DPSError:
             raise
         except Exception as exc:  # a broken user model: say which model and why
