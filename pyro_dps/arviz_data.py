@@ -2,6 +2,7 @@
 
     data = to_arviz("runs/demo")              # or a draws Dataset, a draws.nc path, or a Posterior
     posterior_group(data)["weights"]          # (chain, draw, example), works for both return types
+    from_mcmc(mcmc)                           # a pyro.infer.MCMC run of a pyro-dps kernel
 
 ArviZ 0.x returns `arviz.InferenceData`; ArviZ >= 1.0 (tested with 1.3: arviz-base/-stats/-plots) returns
 `xarray.DataTree`. Which one is decided once, from the installed version (`ARVIZ_1`), never by trying one
@@ -187,6 +188,20 @@ def _from_dict(posterior: dict, stats: dict, coords: dict, dims: dict):
     import arviz as az
 
     return az.from_dict(posterior=posterior, sample_stats=stats, coords=coords, dims=dims)
+
+
+def from_mcmc(mcmc):
+    """A `pyro.infer.MCMC` run of a pyro-dps kernel as ArviZ data on either line: `posterior` with every site
+    (dims chain, draw, ...; the weights' dim is `example`) and `sample_stats.diverging` from the kernel's
+    `divergences`. On 0.x, `arviz.from_pyro(mcmc)` gives the same two groups (plus the model's observed sites);
+    ArviZ 1.x has no Pyro converter (arviz-base 1.3 converts NumPyro only), hence this one."""
+    samples = {k: v.detach().cpu().numpy() for k, v in mcmc.get_samples(group_by_chain=True).items()}
+    diverging = np.zeros((mcmc.num_chains, mcmc.num_samples), dtype=bool)
+    for chain, draws in enumerate(mcmc.diagnostics()["divergences"].values()):
+        diverging[chain, draws] = True
+    local = getattr(getattr(mcmc.kernel, "potential", None), "local_site", None)
+    dims = {local: ["example"]} if local in samples else {}
+    return _from_dict(samples, {"diverging": diverging}, {}, dims)
 
 
 def _assign_group_coords(data, group: str, new_coords: dict):

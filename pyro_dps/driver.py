@@ -16,23 +16,24 @@ import torch
 from tqdm.auto import tqdm
 
 from .context import Problem
+from .chain import CHECK_EVERY, MAX_REJECTIONS, ChainControl, GuardSettings, chain_generator, chain_seed, progress, \
+    start_chain
 from .draws import DrawStore
 from .checkpoint import check_position, check_sampler_state, load_checkpoint, restore_state, save_checkpoint, \
     state_to_payload
 from .distributed import Communicator, ShardedSampler, ShardLayout, SlicedSampler
 from .bounds import MAX_CHAINS, MAX_DRAWS, MAX_MEMORY_MB, MAX_SNAPSHOTS, MAX_STEPS, MAX_TEMPERATURE, SEED_MAX, \
     check_device, check_int, check_real, check_schedule
-from .errors import ConfigError, DivergenceError, ModelError
+from .errors import ConfigError, ModelError
 from .fingerprint import run_fingerprint
 from .kernels import ALGORITHMS, MinibatchSampler
-from .kernels.base import initial_weights, resync_w_sum
+from .kernels.base import resync_w_sum
 from .potential import TracePotential, log_joint_estimate, make_potential, summarize_stats
 from .run_length import resolve_length
 from .useful_fraction import FractionEstimate, resolve_beta
 
 MAX_DRAW_BYTES = 2 ** 40  # weight draws of a run (1 TiB; streamed to disk beyond memory_budget_mb)
 MAX_THETA_BYTES = 2 ** 36  # theta snapshots and final thetas kept in memory (64 GiB)
-THETA_RMS_LIMIT = 1e4  # per-coordinate RMS of theta past which a chain has exploded (times sqrt(T) when T > 1)
 SCALARS = ["log_joint", "meta_loss", "train_loss", "w_mean", "theta_norm", "rejected_steps", "step_scale"]
 
 
@@ -58,8 +59,8 @@ class SamplerConfig:
     memory_budget_mb: float = 512.0
     progress: bool = True
     log_every: int = 200
-    check_every: int = 50
-    max_rejections: int = 20
+    check_every: int = CHECK_EVERY
+    max_rejections: int = MAX_REJECTIONS
     checkpoint_every: int = 0
     table_device: str | None = None  # where the weight table lives ("cpu": pinned host memory beside a GPU network)
     shards: int = 1  # training-set shards: the torchrun world size, or K in one process to reproduce a K-rank run
@@ -269,7 +270,7 @@ def fit(model: Callable, problem: Problem, hyper: dict | None = None, config: Sa
     finals, snapshots = [], []
     start = time.perf_counter()
     total_steps = config.warmup + config.samples * config.thin
-    init_w = initial_weights(potential) if has_table else None
+    guard_settings = GuardSettings(config.check_every, config.max_rejections, config.temperature, config.step_size)
     first_chain = 0
     if resumed:
         if store is not None:
@@ -278,7 +279,7 @@ def fit(model: Callable, problem: Problem, hyper: dict | None = None, config: Sa
                              for key in ("finals", "snapshots"))
         first_chain = resumed["chain"]
     for chain in range(first_chain, config.chains):
-        gen = torch.Generator(device=device).manual_seed(config.seed * 1000 + chain)
+        gen = chain_generator(config.seed, chain, device)
         sharding = {} if comm.world == 1 else {
             "comm": comm, "noise_rows": (config.batch_size, comm.rank * (config.batch_size // comm.world))}
         algorithm = ALGORITHMS[config.kernel](potential, config.step_size, temperature=config.temperature,
@@ -286,42 +287,38 @@ def fit(model: Callable, problem: Problem, hyper: dict | None = None, config: Sa
                                               compile=config.compile, **_weight_settings(config), **sharding,
                                               **config.kernel_kwargs)
         # batch indices are drawn where the table lives (a host table gets its own host generator)
-        batch_gen = torch.Generator().manual_seed(config.seed * 1000 + chain + 7) if host_table else gen
+        batch_gen = torch.Generator().manual_seed(chain_seed(config.seed, chain) + 7) if host_table else gen
         if config.shards == 1:
             train_batches = MinibatchSampler(n, config.batch_size, batch_gen, table_device)
         else:
-            train_batches = ShardedSampler(layout, config.batch_size // config.shards, config.seed * 1000 + chain,
+            train_batches = ShardedSampler(layout, config.batch_size // config.shards, chain_seed(config.seed, chain),
                                            owned, table_device)
         meta_batches = SlicedSampler(MinibatchSampler(problem.n_meta, config.meta_batch_size or config.batch_size,
                                                       gen, device), comm.rank, comm.world)
-        table = init_w.to(table_device) if has_table else None
-        if table is not None and host_table and device.type == "cuda":
-            table = table.pin_memory()
-        state = algorithm.init(potential.init_theta(gen), table)
-        potential.memory.clear()  # the model's running averages start afresh with each chain
-        t0, draw, scale, seen_rejected = 0, 0, 1.0, 0
+        state = start_chain(potential, algorithm, gen, table_device, pin=host_table and device.type == "cuda")
+        control = ChainControl(chain, config.warmup, guard_settings, checkpoint)
+        t0, draw = 0, 0
         if resumed and resumed.get("state") is not None and chain == first_chain:
             restore_state(state, resumed["state"], device)
             _restore_streams(resumed, train_batches, meta_batches, gen, batch_gen if host_table else None,
                              potential, (n, problem.n_meta))
-            t0, draw, scale, seen_rejected = resumed["t"], resumed["draw"], resumed["scale"], resumed["seen_rejected"]
+            t0, draw = resumed["t"], resumed["draw"]
+            control.scale, control.seen_rejected = resumed["scale"], resumed["seen_rejected"]
 
         def save(t: int) -> None:
             save_checkpoint(checkpoint, _checkpoint_payload(
-                identity, chain, t, draw, scale, seen_rejected, store, finals, snapshots,
+                identity, chain, t, draw, control.scale, control.seen_rejected, store, finals, snapshots,
                 (state, train_batches, meta_batches, gen, batch_gen, potential.memory)))
 
         bar = tqdm(total=total_steps, initial=t0, desc=f"chain {chain + 1}/{config.chains}",
                    disable=not (config.progress and comm.main), leave=False, dynamic_ncols=True)
         for t in range(t0 + 1, total_steps + 1):
-            state = algorithm.step(state, (train_batches(), meta_batches()), scale)
-            if t == config.warmup:
-                algorithm.end_warmup(state)  # adaptive settings (pSGLD's preconditioner) are fixed from here
-            if t % config.check_every == 0 or t == total_steps:
-                scale, seen_rejected = _guard(state, chain, t, scale, seen_rejected, config, checkpoint)
+            state = algorithm.step(state, (train_batches(), meta_batches()), control.scale)
+            control.after_step(algorithm, state, t, last=t == total_steps)
             if t % config.log_every == 0 or t == total_steps:
                 bar.update(t - bar.n)
-                bar.set_postfix(_progress(state, comm, n_total), refresh=False)
+                bar.set_postfix(progress(state, n_total, comm.sum(state.w_sum) if has_table else None),
+                                refresh=False)
             if t > config.warmup and (t - config.warmup) % config.thin == 0:
                 resync_w_sum(potential, state, algorithm.weights)
                 table = comm.gather_rows(state.table, layout) if has_table else None  # every rank takes part
@@ -331,7 +328,7 @@ def fit(model: Callable, problem: Problem, hyper: dict | None = None, config: Sa
                     weights = w_all.float().cpu().numpy() if w_all is not None else np.zeros(0)
                     store.record(chain, draw, weights, {**_scalars(potential, state, w_all, n_total),
                                                         "rejected_steps": float(state.rejected),
-                                                        "step_scale": scale})
+                                                        "step_scale": control.scale})
                 if draw in keep:
                     snapshots.append(state.theta.detach().clone())
                 draw += 1
@@ -394,40 +391,11 @@ def _restore_streams(resumed: dict, train_batches, meta_batches, gen, batch_gen,
     potential.memory.update(memory)
 
 
-def _guard(state, chain: int, t: int, scale: float, seen: int, config: SamplerConfig, checkpoint) -> tuple[float, int]:
-    """Host-side half of the divergence guard: halve the step size after rejections; stop after a run of them,
-    or as soon as theta has exploded (finite but far outside any plausible region)."""
-    rejected = int(state.rejected)
-    if rejected > seen:
-        scale *= 0.5
-    where = f"; the last good checkpoint is {str(checkpoint)!r}" if checkpoint else ""
-    if int(state.max_run) >= config.max_rejections:
-        raise DivergenceError(f"chain {chain}: {int(state.max_run)} consecutive non-finite steps by step {t} "
-                              f"(max_rejections={config.max_rejections}); lower step_size{where}")
-    rms = float(state.theta.norm()) / math.sqrt(max(state.theta.numel(), 1))
-    limit = THETA_RMS_LIMIT * max(1.0, math.sqrt(float(config.temperature)))
-    if not rms <= limit:
-        culprit = (f"sampler.temperature (now {config.temperature:g})" if config.temperature > 1
-                   else f"sampler.step_size (now {config.step_size!r})")
-        raise DivergenceError(f"chain {chain}: theta exploded by step {t} (RMS |theta| = {rms:.3g}, limit {limit:.3g}):"
-                              f" the chain has left any plausible region; lower {culprit}{where}")
-    return scale, rejected
-
-
 def _weight_settings(config: SamplerConfig) -> dict:
     """The weight-update settings a kernel takes (the paper's kernel keeps its own default update unless set)."""
     out = {"candidates": config.candidates}
     if config.weight_update != "auto" or config.kernel != "paper":
         out["weight_update"] = config.weight_update
-    return out
-
-
-def _progress(state, comm: Communicator, n_total: int) -> dict[str, str]:
-    out = {k: f"{v:.3g}" for k, v in summarize_stats(state.stats).items() if k in ("train_loss", "meta_loss")}
-    if state.table is not None:
-        out["w_mean"] = f"{float(comm.sum(state.w_sum).sum()) / n_total:.3f}"
-    elif "w" in state.stats:  # a weight network: the batch's mean weight
-        out["w_mean"] = f"{float(state.stats['w'].mean()):.3f}"
     return out
 
 

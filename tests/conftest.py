@@ -1,3 +1,4 @@
+import logging
 from pathlib import Path
 
 import pytest
@@ -13,6 +14,29 @@ def _seed_and_threads():
     torch.manual_seed(0)
     yield
     torch.set_num_threads(threads)
+
+
+def _raise_handled(self, record):
+    raise  # the exception the handler's emit is handling
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _logging_errors_fail():
+    """A log handler that cannot emit a record raises, instead of printing "--- Logging error ---" and going
+    on: Pyro's MCMC progress bar hid a kernel whose `logging()` it could not show that way."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(logging.Handler, "handleError", _raise_handled)
+        yield
+
+
+@pytest.fixture(scope="module")
+def progress_bars_on():
+    """Pyro's MCMC progress bars drawn even under CI: Pyro disables them when $CI or $PYTEST_XDIST_WORKER is
+    set, and a disabled bar drops the kernel's `logging()` unread, so a result it cannot show goes unnoticed."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.delenv("CI", raising=False)
+        patch.delenv("PYTEST_XDIST_WORKER", raising=False)
+        yield
 
 
 # A small digits run (N_t = 197, 4 chains x 12 draws, a 30-step mixing baseline), written by run_scenario

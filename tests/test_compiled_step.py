@@ -135,6 +135,7 @@ def test_what_cannot_be_compiled_is_a_config_error(problem):
         SamplerConfig(compile="yes").validate(problem)
 
 
+@pytest.mark.usefixtures("progress_bars_on")
 @pytest.mark.parametrize("weight_update", ["exact", "langevin"])
 def test_pyro_mcmc_runs_the_compiled_kernel_like_the_eager_one(problem, weight_update):
     """`pyro.infer.MCMC` with PSGLD(compile=True): the same draws of the weight table as the eager kernel
@@ -149,7 +150,7 @@ def test_pyro_mcmc_runs_the_compiled_kernel_like_the_eager_one(problem, weight_u
         kernel = PSGLD(bads.model, problem, HYPER, batch_size=64, meta_batch_size=30,
                        steps_per_sample=per_sample, seed=2, step_size=3e-3, local_step_size=0.5, temperature=0.05,
                        eps_precond=1e-2, compile=compile, weight_update=weight_update)
-        mcmc = MCMC(kernel, num_samples=6, warmup_steps=warmup, disable_progbar=True)
+        mcmc = MCMC(kernel, num_samples=6, warmup_steps=warmup)
         mcmc.run()
         assert kernel.diagnostics()["compiled"] is compile and kernel.diagnostics()["potential"] == "fused"
         samples.append(mcmc.get_samples()["w"])

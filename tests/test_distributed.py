@@ -73,11 +73,11 @@ class _Crash(RuntimeError):
 
 def _resume_worker(rank: int, world: int, init_file: str, out: str, ckpt: str, crash_at: int, resume: bool) -> None:
     """One rank of a 2-process run with checkpoints every 20 steps; `crash_at` > 0 kills both ranks at that step."""
-    import pyro_dps.driver as driver
+    import pyro_dps.chain as chain_control
 
     torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
-    guard, seen = driver._guard, []
+    guard, seen = chain_control.guard, []
 
     def crashing(state, chain, t, *args):
         seen.append((chain, t))
@@ -85,7 +85,7 @@ def _resume_worker(rank: int, world: int, init_file: str, out: str, ckpt: str, c
             raise _Crash(f"rank {rank} killed at chain {chain} step {t}")
         return guard(state, chain, t, *args)
 
-    driver._guard = crashing
+    chain_control.guard = crashing
     config = SamplerConfig(**{**_config("psgld", 1).__dict__, "warmup": 30, "samples": 8, "thin": 5,
                               "checkpoint_every": 20, "check_every": 10})  # 70 steps a chain, bit for bit
     try:

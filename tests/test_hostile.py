@@ -97,13 +97,13 @@ def fast_report():
 @pytest.fixture(scope="module")
 def npz_base(tmp_path_factory):
     """data.npz, model.py, c.toml (relative paths) and out.checkpoint.safetensors of an interrupted run."""
-    import pyro_dps.driver as driver
+    import pyro_dps.chain as chain_control
 
     base = tmp_path_factory.mktemp("npz_base")
     write_npz(base / "data.npz")
     (base / "model.py").write_text(MODEL)
     (base / "c.toml").write_text(NPZ.replace("warmup = 20", "warmup = 40") + '[model]\nfile = "model.py"\n')
-    guard = driver._guard
+    guard = chain_control.guard
 
     def stop_at_40(state, chain, t, *args):
         if t == 40:
@@ -113,10 +113,10 @@ def npz_base(tmp_path_factory):
     cwd = os.getcwd()
     os.chdir(base)
     try:
-        driver._guard = stop_at_40
+        chain_control.guard = stop_at_40
         assert main(["run", "c.toml", "--out", "out", "--quiet", "--checkpoint-every", "10"]) == 130
     finally:
-        driver._guard = guard
+        chain_control.guard = guard
         os.chdir(cwd)
     assert (base / "out.checkpoint.safetensors").is_file() and not (base / "out").exists()
     return base

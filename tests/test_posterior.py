@@ -211,6 +211,7 @@ MCMC_SAMPLERS = {
 SPS = 10  # Langevin steps per returned draw
 
 
+@pytest.mark.usefixtures("progress_bars_on")
 @pytest.mark.parametrize("name", sorted(MCMC_SAMPLERS))
 def test_mcmc_runs_sampler_kernel(name, regression):
     """A short run (6,000 steps after 3,000 of warm-up) of the plain one-copy regression.
@@ -224,7 +225,7 @@ def test_mcmc_runs_sampler_kernel(name, regression):
     cls, kwargs = MCMC_SAMPLERS[name]
     kernel = cls(regression.model(), regression.problem(), {}, batch_size=BATCH, steps_per_sample=SPS, seed=3,
                  **kwargs)
-    mcmc = MCMC(kernel, num_samples=600, warmup_steps=300, disable_progbar=True)
+    mcmc = MCMC(kernel, num_samples=600, warmup_steps=300)
     mcmc.run()
     coef = mcmc.get_samples()["coef"].double().numpy()
     assert coef.shape == (600, regression.d)
@@ -241,6 +242,7 @@ def test_mcmc_runs_sampler_kernel(name, regression):
     print("\n  ".join(report))
 
 
+@pytest.mark.usefixtures("progress_bars_on")
 def test_mcmc_runs_paper_kernel(regression):
     """The paper's optimiser through MCMC: its draws sit on the MAP (not spread over the posterior).
 
@@ -254,7 +256,7 @@ def test_mcmc_runs_paper_kernel(regression):
     kernel = PaperSampler(regression.model(), regression.problem(), {}, batch_size=BATCH, steps_per_sample=SPS,
                           seed=4, step_size={"kind": "polynomial", "a": 0.1, "b": 100.0, "gamma": 1.0},
                           optimizer="sgd", noise_std=1e-5)
-    mcmc = MCMC(kernel, num_samples=300, warmup_steps=300, disable_progbar=True)
+    mcmc = MCMC(kernel, num_samples=300, warmup_steps=300)
     mcmc.run()
     coef = mcmc.get_samples()["coef"].double().numpy()
     assert coef.shape == (300, regression.d)
@@ -307,6 +309,7 @@ def _summaries(w: np.ndarray) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     return out
 
 
+@pytest.mark.usefixtures("progress_bars_on")
 def test_exact_weights_match_nuts_on_tiny_bads():
     """The default weight update (exact conditional draws, no local step size) with pSGLD on theta
     (minibatches of 15 of the 30 examples, all 10 meta examples, T = 1) against Pyro NUTS on the same
@@ -337,7 +340,7 @@ def test_exact_weights_match_nuts_on_tiny_bads():
     start = time.perf_counter()
     kernel = PSGLD(bads.model, problem, BADS_HYPER, batch_size=15, meta_batch_size=BADS_M, steps_per_sample=4,
                    seed=0, step_size=0.02, alpha=0.999)
-    sg = MCMC(kernel, num_samples=10_000, warmup_steps=500, disable_progbar=True)
+    sg = MCMC(kernel, num_samples=10_000, warmup_steps=500)
     sg.run()
     t_sg = time.perf_counter() - start
     assert kernel.core.weight_update == "exact"

@@ -126,21 +126,21 @@ def _config(**kw):
 
 
 def test_api_resume_is_bit_identical_and_checks_identity(tmp_path, monkeypatch):
-    import pyro_dps.driver as driver
+    import pyro_dps.chain as chain_control
 
     full = fit(bads.model, _problem(), {"beta": 0.5}, _config()).dataset()
     ckpt = tmp_path / "c.safetensors"
-    guard = driver._guard
+    guard = chain_control.guard
 
     def stop(state, chain, t, *args):
         if chain == 1 and t == 20:
             raise KeyboardInterrupt
         return guard(state, chain, t, *args)
 
-    monkeypatch.setattr(driver, "_guard", stop)
+    monkeypatch.setattr(chain_control, "guard", stop)
     with pytest.raises(KeyboardInterrupt):
         fit(bads.model, _problem(), {"beta": 0.5}, _config(), checkpoint=ckpt)
-    monkeypatch.setattr(driver, "_guard", guard)
+    monkeypatch.setattr(chain_control, "guard", guard)
     for hyper, cfg, field in (({"beta": 0.3}, {}, "hyper.beta"), ({"beta": 0.5}, {"thin": 5}, "sampler.thin"),
                               ({"beta": 0.5}, {"seed": 1}, "sampler.seed")):
         with pytest.raises(ConfigError, match=field):

@@ -14,7 +14,9 @@ step is O(N_t) and nothing is read back to the host, so a step runs asynchronous
 from __future__ import annotations
 
 import math
+import multiprocessing
 from abc import ABC, abstractmethod
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -22,9 +24,11 @@ import torch
 from pyro.infer.mcmc.mcmc_kernel import MCMCKernel
 from torch.distributions.transforms import identity_transform
 
-from ..context import Problem
+from ..chain import CHECK_EVERY, MAX_REJECTIONS, ChainControl, GuardSettings, chain_generator, progress, start_chain
+from ..chain import initial_weights  # noqa: F401 (its home was here)
+from ..context import ModelContext, Problem
 from ..errors import ConfigError
-from ..potential import TracePotential, make_potential, summarize_stats, weight_sum
+from ..potential import TracePotential, make_potential, weight_sum
 from ..schedules import make_schedule
 from ..useful_fraction import resolve_beta
 from .compiled import check_compilable, compiled_step, count_rejection
@@ -311,57 +315,88 @@ def resync_w_sum(potential: TracePotential, state: SGMCMCState, weights: Callabl
         state.w_sum = weight_sum(potential, w).to(state.theta.device)
 
 
-def initial_weights(potential: TracePotential) -> torch.Tensor:
-    """Every chain's starting weights (length N_t of this process): the sum prior's target spread evenly,
-    k_g / n_g in each group g (the mode of the prior's sum), else the model's `beta`, else 1/2."""
-    p = potential.problem
-    normal = getattr(potential, "_normal_sparsity", None)
-    if normal is None:
-        beta = potential.hyper.get("beta", 0.5)
-        beta = float(beta) if isinstance(beta, (int, float)) and not isinstance(beta, bool) else 0.5
-        return torch.full((p.n_train,), min(max(beta, 1e-3), 1 - 1e-3))
-    loc = torch.as_tensor(normal[0], dtype=torch.float64).reshape(-1).cpu()
-    scale_up = p.n_train_total / p.n_train  # a shard: its counts stand for the whole set's
-    if potential.sum_groups is None:
-        return torch.full((p.n_train,), float(loc[0]) / p.n_train_total).clamp(0.0, 1.0).float()
-    groups = potential.sum_groups.cpu()
-    counts = torch.bincount(groups, minlength=loc.numel()).double() * scale_up
-    return (loc / counts.clamp(min=1))[groups].clamp(0.0, 1.0).float()
+def pyro_worker_chain() -> int:
+    """The chain a `pyro.infer.MCMC` worker process runs (its `_MultiSampler` names each worker process by its
+    chain id); 0 in any other process."""
+    process = multiprocessing.current_process()
+    return int(process.name) if multiprocessing.parent_process() is not None and process.name.isdigit() else 0
+
+
+class FullDataModel:
+    """The model on all of D_t and D_m at the run's hyper-parameters: the zero-argument Pyro model that
+    `pyro.infer.MCMC` users and `arviz.from_pyro` call as `kernel.model` (one forward pass over all the data)."""
+
+    def __init__(self, model: Callable, problem: Problem, hyper: dict):
+        self.model, self.problem, self.hyper = model, problem, hyper
+
+    def __call__(self):
+        p = self.problem
+        ctx = ModelContext(p, torch.arange(p.n_train, device=p.device), torch.arange(p.n_meta, device=p.device),
+                           torch.zeros((), device=p.device))
+        return self.model(ctx, **self.hyper)
 
 
 class SGMCMCKernel(MCMCKernel):
-    """A minibatch SG-MCMC kernel that `pyro.infer.MCMC` can run.
+    """A minibatch SG-MCMC kernel that `pyro.infer.MCMC` runs, each chain set up and controlled as `fit` does its.
 
-    Pyro's MCMC passes no data to `sample`, so the kernel owns the minibatch samplers. Each call to
-    `sample` makes `steps_per_sample` Langevin steps (thinning inside the kernel).
+    Pyro's MCMC passes no data to `sample`, so the kernel owns the minibatch samplers. Each call to `sample`
+    makes `steps_per_sample` steps (thinning inside the kernel); Pyro's `warmup_steps` count samples, so warm-up
+    ends after `warmup_steps * steps_per_sample` steps (`end_warmup`: pSGLD's preconditioner is fixed there).
+    The n-th `setup` of a kernel object starts chain n (in a worker process of a parallel run: the worker's
+    chain id), seeded and started like `fit`'s chain n of the same seed: with `steps_per_sample = thin`, the
+    same draws. The divergence guard (`check_every`, `max_rejections`) halves the step size as in `fit`.
     """
 
     algorithm: Callable[..., SamplingAlgorithm]  # set by subclasses: the kernel's functional core
 
     def __init__(self, model: Callable, problem: Problem, hyper: dict | None = None, *, batch_size: int = 128,
                  meta_batch_size: int | None = None, steps_per_sample: int = 1, seed: int = 0,
-                 potential: str = "auto", **algorithm_kwargs):
-        self.model, self.problem, self.hyper = model, problem, hyper or {}
+                 potential: str = "auto", check_every: int = CHECK_EVERY, max_rejections: int = MAX_REJECTIONS,
+                 **algorithm_kwargs):
+        self.batch_model, self.problem, self.hyper = model, problem, hyper or {}
         self.batch_size = batch_size
         self.meta_batch_size = meta_batch_size or batch_size
         self.steps_per_sample = steps_per_sample
         self.seed = seed
         self.potential_kind = potential
+        self.guard_settings = GuardSettings(check_every, max_rejections, algorithm_kwargs.get("temperature", 1.0),
+                                            algorithm_kwargs.get("step_size"))
         self.algorithm_kwargs = algorithm_kwargs
+        self.potential: TracePotential | None = None
+        self._setups = 0
         self._state: SGMCMCState | None = None
 
+    @property
+    def model(self) -> FullDataModel:
+        """The model with its data bound (what Pyro calls with `mcmc.run`'s arguments: none here)."""
+        return FullDataModel(self.batch_model, self.problem, self.hyper)
+
+    def _prepare(self) -> None:
+        """The run's potential, built once per kernel as `fit` builds one for all its chains (beta = "auto"
+        resolved first)."""
+        if self.potential is None:
+            self.hyper, self.useful_fraction = resolve_beta(self.batch_model, self.problem, self.hyper, self.seed)
+            self.potential = make_potential(self.batch_model, self.problem, self.hyper, self.potential_kind,
+                                            torch.Generator().manual_seed(self.seed))
+
     def setup(self, warmup_steps: int, *args, **kwargs) -> None:
+        """Start the next chain as `fit` starts its chain of that index; warm-up is `warmup_steps` samples."""
+        if args or kwargs:
+            raise ConfigError("the kernel holds its data (the Problem): call mcmc.run() without arguments")
+        self.chain = pyro_worker_chain() + self._setups
+        self._setups += 1
+        self._prepare()
         device = self.problem.device
-        self.generator = torch.Generator(device=device).manual_seed(self.seed)
-        self.hyper, self.useful_fraction = resolve_beta(self.model, self.problem, self.hyper, self.seed)
-        self.potential = make_potential(self.model, self.problem, self.hyper, self.potential_kind,
-                                        torch.Generator().manual_seed(self.seed))
+        self.generator = chain_generator(self.seed, self.chain, device)
         self.core = type(self).algorithm(self.potential, generator=self.generator, **self.algorithm_kwargs)
+        self.step_schedule = make_schedule(self.algorithm_kwargs["step_size"])
         self.train_batches = MinibatchSampler(self.problem.n_train, self.batch_size, self.generator, device)
         self.meta_batches = MinibatchSampler(self.problem.n_meta, self.meta_batch_size, self.generator, device)
-        theta = self.potential.init_theta(self.generator)
-        weights = initial_weights(self.potential).to(device) if self.potential.local_site else None
-        self._state = self.core.init(theta, weights)
+        self._state = start_chain(self.potential, self.core, self.generator)
+        self.control = ChainControl(self.chain, warmup_steps * self.steps_per_sample, self.guard_settings)
+        self.warmup_samples, self.samples = warmup_steps, 0
+        self.divergences: list[int] = []  # post-warm-up draws whose steps include a rejected one
+        self._rejected_seen = self._rejected_in_warmup = 0  # rejected steps by the last draw, and in warm-up
 
     @property
     def state(self) -> SGMCMCState:
@@ -371,8 +406,10 @@ class SGMCMCKernel(MCMCKernel):
         return self.train_batches(), self.meta_batches()
 
     def advance(self, n: int) -> SGMCMCState:
+        """n steps of the chain, each followed by fit's control (end of warm-up, divergence guard)."""
         for _ in range(n):
-            self._state = self.core.step(self._state, self.next_batch())
+            self._state = self.core.step(self._state, self.next_batch(), self.control.scale)
+            self.control.after_step(self.core, self._state, self._state.step)
         return self._state
 
     @property
@@ -399,20 +436,34 @@ class SGMCMCKernel(MCMCKernel):
 
     def sample(self, params: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         self.advance(self.steps_per_sample)
+        self.samples += 1
+        rejected = int(self._state.rejected)  # one host read per draw, as the progress bar's already is
+        if self.samples <= self.warmup_samples:
+            self._rejected_in_warmup = rejected
+        else:  # a kept draw: sum_i w_i exact again, as fit records its draws
+            resync_w_sum(self.potential, self._state, self.core.weights)
+            if rejected > self._rejected_seen:
+                self.divergences.append(self.samples - self.warmup_samples - 1)
+        self._rejected_seen = rejected
         return self._params()
 
-    def logging(self) -> str:
+    def logging(self) -> OrderedDict:
+        """What Pyro's progress bar shows after each sample: the last step's size (times the guard's
+        multiplier), the batch's losses and the mean weight."""
         s = self._state
-        parts = [f"step={s.step}"]
-        parts += [f"{k}={v:.4g}" for k, v in summarize_stats(s.stats).items()]
-        if s.table is not None:
-            parts.append(f"w_mean={float(s.w_sum.sum()) / self.problem.n_train:.3f}")
-        return " ".join(parts)
+        eps = self.step_schedule(max(s.step - 1, 0)) * self.control.scale
+        return OrderedDict([("step size", f"{eps:.2e}"), *progress(s, self.problem.n_train_total).items()])
 
     def diagnostics(self) -> dict[str, Any]:
+        """Per chain: the kept draws with a rejected (non-finite) step as `divergences` and the accepted share
+        of their steps as `acceptance rate` (what HMC/NUTS report and `arviz.from_pyro` reads), the guard's
+        step-size multiplier, rejected steps in all (warm-up too), and how the chain ran."""
         s = self._state
-        out = {"steps": s.step, "potential": self.potential.kind,
-               "compiled": bool(self.algorithm_kwargs.get("compile", False))}
+        kept_steps = (self.samples - self.warmup_samples) * self.steps_per_sample
+        accepted = 1 - (int(s.rejected) - self._rejected_in_warmup) / kept_steps if kept_steps else float("nan")
+        out = {"divergences": list(self.divergences), "acceptance rate": accepted, "rejected steps": int(s.rejected),
+               "step scale": self.control.scale, "chain": self.chain, "steps": s.step,
+               "potential": self.potential.kind, "compiled": bool(self.algorithm_kwargs.get("compile", False))}
         if s.table is not None:
             out["w_mean"] = float(s.w_sum.sum()) / self.problem.n_train
         return out
