@@ -42,7 +42,8 @@ data
 
 # %% [markdown]
 # ## ArviZ's summary of the per-draw scalars
-# `log_joint`, `meta_loss`, `train_loss`, `w_mean` (= sum_i w_i / N_t), `theta_norm` (and `beta` when latent).
+# `meta_loss`, `train_loss`, `w_mean` (= sum_i w_i / N_t), `theta_norm` (and `beta` when latent); the log joint is
+# `lp` in `sample_stats`.
 
 # %%
 scalars = [name for name in post.data_vars if post[name].dims == ("chain", "draw")]

@@ -1,22 +1,27 @@
-"""A run's draws as ArviZ data, for both ArviZ lines.
+"""A run's draws as ArviZ data, for both ArviZ lines, in the layout of its draws.nc.
 
     data = to_arviz("runs/demo")              # or a draws Dataset, a draws.nc path, or a Posterior
-    posterior_group(data)["weights"]          # (chain, draw, example), works for both return types
+    weight_draws(data)                        # (chain, draw, example), works for both return types
+    arviz.from_netcdf("runs/demo/draws.nc")   # the same groups, read by ArviZ itself
     from_mcmc(mcmc)                           # a pyro.infer.MCMC run of a pyro-dps kernel
 
 ArviZ 0.x returns `arviz.InferenceData`; ArviZ >= 1.0 (tested with 1.3: arviz-base/-stats/-plots) returns
 `xarray.DataTree`. Which one is decided once, from the installed version (`ARVIZ_1`), never by trying one
 call and falling back: the 1.x call form passed to 0.x builds a wrong object without an error.
 
-Groups:
-- `posterior`: `weights` (chain, draw, example) with the example ids as the `example` coordinate (and the
-  per-example `label`, `clean`, ... coordinates a run recorded), and the per-draw scalars `log_joint`,
-  `meta_loss`, `train_loss`, `w_mean` (= sum_i w_i / N_t), `theta_norm`, plus scalar latent globals such
-  as `beta` when the model has one.
-- `sample_stats`: `step_size` (eps of theta at the step that produced each draw, times the divergence
-  guard's `step_scale` when recorded; `step_size_local` for the weights when it differs), `step_scale`, and
-  per-draw `rejected_steps` / `nonfinite_steps` (steps since the previous kept draw; the Dataset holds
-  running totals per chain, as the driver records them) when the run recorded them, else zeros.
+Groups (`draws_groups`; draws.nc holds exactly these):
+- `posterior`: the weights under their Pyro site name (`w` for models/bads.py; the group's attribute
+  `pyro_dps_weights` names it) with dims (chain, draw, example), the example ids as the `example`
+  coordinate and the per-example `label`, `clean` and group coordinates (e.g. a review's `domain`) a run
+  recorded; the per-draw scalars `meta_loss`, `train_loss`, `w_mean` (= sum_i w_i / N_t), `theta_norm`;
+  and every latent global site of the model outside the network's `theta.*` (kept as snapshots in
+  posterior.safetensors), of any shape, with dims (chain, draw, NAME_dim_0, ...), e.g. `beta`.
+- `sample_stats`: `lp` (the log joint: the last minibatch's likelihood estimate plus the exact priors),
+  `step_size` (eps of theta at the step that produced each draw, times the divergence guard's `step_scale`
+  when recorded; `step_size_local` for the weights when it differs), `step_scale`, and per-draw
+  `rejected_steps` / `nonfinite_steps` (steps since the previous kept draw; the flat Dataset holds running
+  totals per chain, as the driver records them) when the run recorded them, else zeros.
+- `observed_data`: `label` (example), the training labels; `constant_data`: `clean` and the other groups.
 """
 from __future__ import annotations
 
@@ -29,6 +34,8 @@ import numpy as np
 import xarray as xr
 from packaging.version import Version
 
+from . import __version__
+from .draws import FORMAT, FORMAT_ATTR, WEIGHT_DIMS, WEIGHTS_ATTR, read_groups, weights_name
 from .errors import DataError
 
 try:  # arviz is a dependency; importing it here keeps the version decision in one place
@@ -49,6 +56,9 @@ COUNT_STATS = {"rejected_steps": ("rejected_steps", "rejected", "n_rejected"),
 #: `rejected_steps` as the driver records it is the chain's running total of steps its divergence guard
 #: rejected (non-finite gradients); `step_scale` is the step-size multiplier the guard set (halved per rejection).
 _STAT_NAMES = {"step_size", "step_size_local", "step_scale"} | {a for names in COUNT_STATS.values() for a in names}
+LOG_JOINT = ("log_joint", "lp")  # the driver's name for the log joint, and ArviZ's (in sample_stats)
+#: per-example coordinates that are observed data of the model (the rest go to constant_data)
+OBSERVED = ("label",)
 
 
 class RunDirError(DataError):
@@ -62,11 +72,12 @@ def arviz_line() -> str:
 
 # --------------------------------------------------------------------------------------------- loading
 def load_run(run_dir: str | os.PathLike) -> tuple[xr.Dataset, dict]:
-    """(draws Dataset, metrics.json document) of a run directory; RunDirError naming the file otherwise."""
+    """(flat draws Dataset, metrics.json document) of a run directory; RunDirError naming the file otherwise."""
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise RunDirError(f"run directory {str(run_dir)!r} does not exist or is not a directory")
-    return load_draws_file(run_dir / "draws.nc"), load_metrics(run_dir / "metrics.json")
+    metrics = load_metrics(run_dir / "metrics.json")
+    return load_draws_file(run_dir / "draws.nc", metrics.get("config", {}).get("sampler")), metrics
 
 
 def load_metrics(path: str | os.PathLike) -> dict:
@@ -87,107 +98,93 @@ def load_metrics(path: str | os.PathLike) -> dict:
     return document
 
 
-def load_draws_file(path: str | os.PathLike) -> xr.Dataset:
-    """draws.nc loaded into memory (the file is closed again); RunDirError naming the file when bad."""
+def read_draws(path: str | os.PathLike, sampler: Mapping[str, Any] | None = None) -> dict[str, xr.Dataset]:
+    """The ArviZ groups of a draws.nc file; RunDirError naming the file when it is missing or not a draws file.
+    A flat file of pyro-dps 0.1 (`weights` in the root group) is read too: its groups are built as a run
+    now writes them (`sampler`, the run's resolved settings, gives the step sizes that file lacks)."""
     path = Path(path)
     if not path.is_file():
         raise RunDirError(f"{str(path)!r} is missing: not a pyro-dps run directory?")
     try:
-        with xr.open_dataset(path) as ds:
-            ds = ds.load()
+        groups = read_groups(path)
     except Exception as exc:  # netCDF/HDF5 raise many types (OSError, ValueError, RuntimeError, KeyError)
         first = (str(exc).strip().splitlines() or [""])[0]
         raise RunDirError(f"{str(path)!r} is not a readable netCDF draws file ({type(exc).__name__}: {first})") \
             from exc
-    if "weights" not in ds or tuple(ds["weights"].dims) != ("chain", "draw", "example"):
-        raise RunDirError(f"{str(path)!r} has no 'weights' variable with dims (chain, draw, example)")
-    return ds
+    post = groups.get("posterior")
+    if post is not None and (weights_name(post) or post.attrs.get(FORMAT_ATTR) == FORMAT):  # ours, maybe no weights
+        return groups
+    root = groups.get("")
+    if root is not None and "weights" in root and tuple(root["weights"].dims) == WEIGHT_DIMS:
+        return draws_groups(root, sampler)
+    raise RunDirError(f"{str(path)!r} has no weights variable with dims (chain, draw, example) in a 'posterior' "
+                      "group: not a pyro-dps draws file")
 
 
-def _as_draws(source: Any) -> tuple[xr.Dataset, dict | None]:
-    """A draws Dataset and, when known, the resolved sampler settings (for the step size)."""
+def load_draws_file(path: str | os.PathLike, sampler: Mapping[str, Any] | None = None) -> xr.Dataset:
+    """draws.nc as the flat draws Dataset (`flat_draws`), in memory; RunDirError naming the file when bad."""
+    return flat_draws(read_draws(path, sampler))
+
+
+def flat_draws(groups: Mapping[str, xr.Dataset]) -> xr.Dataset:
+    """The driver's flat view of ArviZ groups, `draws_groups` inverted: the weights as `weights`, the log joint
+    as `log_joint`, the other sample_stats beside them (step counts as running totals per chain)."""
+    post = groups["posterior"]
+    name = weights_name(post)
+    flat = post.rename({name: "weights"}) if name not in (None, "weights") else post.copy()
+    flat.attrs = {WEIGHTS_ATTR: name} if name else {}
+    stats = groups.get("sample_stats")
+    for key, values in ({} if stats is None else stats.data_vars).items():
+        if key == "lp":
+            flat["log_joint"] = values
+        else:
+            flat[key] = values.cumsum("draw") if key in COUNT_STATS else values
+    return flat
+
+
+def _source_groups(source: Any, sample_stats: Mapping[str, Any] | None) -> dict[str, xr.Dataset]:
+    """The ArviZ groups of whatever `to_arviz` was given (see there)."""
     if isinstance(source, xr.Dataset):
-        return source, None
+        return draws_groups(source, None, sample_stats)
     if hasattr(source, "dataset") and hasattr(source, "config"):  # a driver.Posterior
         from .driver import config_dict
 
-        return source.dataset(), config_dict(source.config)
-    if isinstance(source, (str, os.PathLike)):
-        path = Path(source)
-        if not path.exists():
-            raise RunDirError(f"{str(path)!r} does not exist (expected a run directory or a draws.nc file)")
-        if path.is_dir():
-            ds, metrics = load_run(path)
-            return ds, metrics.get("config", {}).get("sampler")
-        if path.suffix == ".nc" or path.is_file():
-            ds = load_draws_file(path)
-            sibling = path.with_name("metrics.json")
-            sampler = load_metrics(sibling).get("config", {}).get("sampler") if sibling.is_file() else None
-            return ds, sampler
+        return draws_groups(source.dataset(), config_dict(source.config), sample_stats)
+    if not isinstance(source, (str, os.PathLike)):
+        raise TypeError(f"to_arviz needs a draws Dataset, a run directory, a draws.nc path or a Posterior, "
+                        f"got {type(source).__name__}")
+    path = Path(source)
+    if not path.exists():
+        raise RunDirError(f"{str(path)!r} does not exist (expected a run directory or a draws.nc file)")
+    if not path.is_dir() and not path.is_file():
         raise RunDirError(f"{str(path)!r} is neither a run directory nor a draws.nc file")
-    raise TypeError(f"to_arviz needs a draws Dataset, a run directory, a draws.nc path or a Posterior, "
-                    f"got {type(source).__name__}")
+    metrics_file = path / "metrics.json" if path.is_dir() else path.with_name("metrics.json")
+    metrics = load_metrics(metrics_file) if path.is_dir() or metrics_file.is_file() else {}
+    groups = read_draws(path / "draws.nc" if path.is_dir() else path, metrics.get("config", {}).get("sampler"))
+    if sample_stats:
+        extra = _checked_stats(sample_stats, groups["posterior"])
+        groups["sample_stats"] = groups["sample_stats"].assign({k: (SAMPLE_DIMS, v) for k, v in extra.items()})
+    return groups
 
 
 # --------------------------------------------------------------------------------------------- adapter
 def to_arviz(draws_dataset_or_run_dir: Any, sample_stats: Mapping[str, Any] | None = None):
-    """ArviZ data (InferenceData on 0.x, DataTree on 1.x) with `posterior` and `sample_stats` groups.
+    """ArviZ data (InferenceData on 0.x, DataTree on 1.x) in the layout of draws.nc (`draws_groups`).
 
     `draws_dataset_or_run_dir`: `Posterior.dataset()` (or any Dataset with `weights` (chain, draw,
-    example) and per-draw scalars (chain, draw)), a run directory, a draws.nc path, or a `Posterior`.
+    example) and per-draw variables (chain, draw, ...)), a run directory, a draws.nc path, or a `Posterior`.
     `sample_stats`: extra or overriding per-draw statistics, arrays of shape (chain, draw), used as given
     (counts here are per draw, not running totals).
     The weight values are passed through unchanged (same dtype), so they round-trip exactly.
     """
-    ds, sampler = _as_draws(draws_dataset_or_run_dir)
-    if "chain" not in ds.dims or "draw" not in ds.dims:
-        raise DataError(f"draws need dims (chain, draw), got {dict(ds.sizes)}")
-    chains, draws = ds.sizes["chain"], ds.sizes["draw"]
-    posterior: dict[str, np.ndarray] = {}
-    dims: dict[str, list[str]] = {}
-    coords: dict[str, np.ndarray] = {"chain": np.asarray(ds["chain"].values), "draw": np.asarray(ds["draw"].values)}
-    example_coords: dict[str, np.ndarray] = {}
-    if "weights" in ds and ds.sizes.get("example", 0) > 0:
-        weights = ds["weights"].transpose("chain", "draw", "example")
-        posterior["weights"] = np.asarray(weights.values)
-        dims["weights"] = ["example"]
-        ids = ds["example"].values if "example" in ds.coords else np.arange(ds.sizes["example"])
-        coords["example"] = np.asarray(ids)
-        example_coords = {name: np.asarray(c.values) for name, c in ds.coords.items()
-                          if name != "example" and c.dims == ("example",)}
-    stats_in_ds: dict[str, np.ndarray] = {}
-    for name, var in ds.data_vars.items():
-        if name == "weights" or set(var.dims) != set(SAMPLE_DIMS):
-            continue
-        values = np.asarray(var.transpose(*SAMPLE_DIMS).values)
-        if name in _STAT_NAMES:
-            stats_in_ds[name] = values
-        else:
-            posterior[name] = values
-    if "w_mean" not in posterior and "weights" in posterior:
-        posterior["w_mean"] = posterior["weights"].astype(np.float64).mean(axis=-1)
-    stats = _sample_stats(stats_in_ds, sampler, chains, draws)
-    for name, values in (sample_stats or {}).items():
-        values = np.asarray(values)
-        if values.shape != (chains, draws):
-            raise DataError(f"sample_stats[{name!r}] must have shape (chain, draw) = {(chains, draws)}, "
-                            f"got {values.shape}")
-        stats[name] = values
-    data = _from_dict(posterior, stats, coords, dims)
-    if example_coords:
-        data = _assign_group_coords(data, "posterior", {k: ("example", v) for k, v in example_coords.items()})
-    return data
+    return _as_arviz(_source_groups(draws_dataset_or_run_dir, sample_stats))
 
 
-def _from_dict(posterior: dict, stats: dict, coords: dict, dims: dict):
-    """The one place that calls ArviZ's from_dict, in the form of the installed line."""
+def _as_arviz(groups: dict[str, xr.Dataset]):
+    """Groups as the installed line's object: a DataTree on 1.x, an InferenceData on 0.x."""
     if ARVIZ_1:
-        from arviz_base import from_dict
-
-        return from_dict({"posterior": posterior, "sample_stats": stats}, coords=coords, dims=dims)
-    import arviz as az
-
-    return az.from_dict(posterior=posterior, sample_stats=stats, coords=coords, dims=dims)
+        return xr.DataTree.from_dict(groups)
+    return _az.InferenceData(**groups)
 
 
 def from_mcmc(mcmc):
@@ -200,17 +197,76 @@ def from_mcmc(mcmc):
     for chain, draws in enumerate(mcmc.diagnostics()["divergences"].values()):
         diverging[chain, draws] = True
     local = getattr(getattr(mcmc.kernel, "potential", None), "local_site", None)
-    dims = {local: ["example"]} if local in samples else {}
-    return _from_dict(samples, {"diverging": diverging}, {}, dims)
+    coords = {"chain": np.arange(mcmc.num_chains), "draw": np.arange(mcmc.num_samples)}
+    posterior = {k: ([*SAMPLE_DIMS, *(["example"] if k == local else [f"{k}_dim_{i}" for i in range(v.ndim - 2)])], v)
+                 for k, v in samples.items()}
+    return _as_arviz({"posterior": xr.Dataset(posterior, coords=coords),
+                      "sample_stats": xr.Dataset({"diverging": (SAMPLE_DIMS, diverging)}, coords=coords)})
 
 
-def _assign_group_coords(data, group: str, new_coords: dict):
-    if ARVIZ_1:
-        node = data[group]
-        node.dataset = node.to_dataset().assign_coords(new_coords)
-        return data
-    setattr(data, group, getattr(data, group).assign_coords(new_coords))
-    return data
+def draws_groups(ds: xr.Dataset, sampler: Mapping[str, Any] | None = None,
+                 sample_stats: Mapping[str, Any] | None = None) -> dict[str, xr.Dataset]:
+    """ArviZ's groups of a flat draws Dataset: posterior, sample_stats, observed_data and constant_data (the
+    module docstring says what goes where); the weights keep their dtype and lazy backing (a spill file)."""
+    if "chain" not in ds.dims or "draw" not in ds.dims:
+        raise DataError(f"draws need dims (chain, draw), got {dict(ds.sizes)}")
+    ds = ds.assign_coords(chain=ds["chain"].values, draw=ds["draw"].values)
+    posterior = _posterior(ds)
+    in_ds = {k: np.asarray(v.transpose(*SAMPLE_DIMS).values) for k, v in ds.data_vars.items()
+             if set(v.dims) == set(SAMPLE_DIMS) and (k in _STAT_NAMES or k in LOG_JOINT)}
+    stats = _sample_stats(in_ds, sampler, ds.sizes["chain"], ds.sizes["draw"])
+    stats.update(_checked_stats(sample_stats or {}, posterior))
+    groups = {"posterior": posterior,
+              "sample_stats": xr.Dataset({k: (SAMPLE_DIMS, v) for k, v in stats.items()},
+                                         coords={d: ds[d].values for d in SAMPLE_DIMS})}
+    per_example = {k: c for k, c in ds.coords.items() if k != "example" and c.dims == ("example",)}
+    for group, keys in (("observed_data", [k for k in per_example if k in OBSERVED]),
+                        ("constant_data", [k for k in per_example if k not in OBSERVED])):
+        if keys:
+            groups[group] = xr.Dataset({k: ("example", per_example[k].values) for k in keys},
+                                       coords={"example": ds["example"].values})
+    attrs = _group_attrs()
+    return {name: group.assign_attrs({**attrs, **group.attrs}) for name, group in groups.items()}
+
+
+def _posterior(ds: xr.Dataset) -> xr.Dataset:
+    """The posterior group: the weights first, under their site name, with the per-example coordinates; then
+    the per-draw scalars (not the sampler's statistics nor the log joint) and every other (chain, draw, ...)
+    variable, e.g. a vector-valued latent global."""
+    source = weights_name(ds)
+    name = ds.attrs.get(WEIGHTS_ATTR) or "w"
+    others = [k for k, v in ds.data_vars.items() if v.dims[:2] == SAMPLE_DIMS and k != source
+              and k not in _STAT_NAMES and k not in LOG_JOINT]
+    if source and ds.sizes.get("example", 0) > 0:
+        post = ds[[source, *others]].rename({source: name})
+        post[name] = post[name].transpose(*WEIGHT_DIMS)
+        if "w_mean" not in post:
+            post["w_mean"] = post[name].astype(np.float64).mean("example")
+        post.attrs = {WEIGHTS_ATTR: name}
+        return post
+    post = ds[others].drop_dims("example", errors="ignore")
+    post.attrs = {}
+    return post
+
+
+def _group_attrs() -> dict[str, Any]:
+    """What every group says about where it came from (as ArviZ's converters do)."""
+    import pyro
+
+    return {"inference_library": "pyro", "inference_library_version": pyro.__version__,
+            "created_by": f"pyro-dps {__version__}", FORMAT_ATTR: FORMAT}
+
+
+def _checked_stats(sample_stats: Mapping[str, Any], posterior: xr.Dataset) -> dict[str, np.ndarray]:
+    """Per-draw statistics given by a caller, each checked to have shape (chain, draw)."""
+    shape = (posterior.sizes["chain"], posterior.sizes["draw"])
+    out = {}
+    for name, values in sample_stats.items():
+        values = np.asarray(values)
+        if values.shape != shape:
+            raise DataError(f"sample_stats[{name!r}] must have shape (chain, draw) = {shape}, got {values.shape}")
+        out[name] = values
+    return out
 
 
 def step_sizes(sampler: Mapping[str, Any] | None, chains: int, draws: int, key: str = "step_size") -> np.ndarray:
@@ -237,11 +293,12 @@ def _per_draw_counts(running_total: np.ndarray) -> np.ndarray:
 
 
 def _sample_stats(in_ds: dict, sampler: Mapping[str, Any] | None, chains: int, draws: int) -> dict[str, np.ndarray]:
-    """step_size (x the guard's step_scale when recorded), step_size_local, per-draw rejected/non-finite counts."""
+    """lp, step_size (x the guard's step_scale when recorded), step_size_local, per-draw rejected/non-finite counts."""
+    stats = {"lp": np.asarray(in_ds[k], dtype=np.float64) for k in LOG_JOINT if k in in_ds}
     scale = np.asarray(in_ds["step_scale"], dtype=np.float64) if "step_scale" in in_ds else 1.0
-    stats = {"step_size": in_ds.get("step_size", step_sizes(sampler, chains, draws) * scale)}
+    stats["step_size"] = in_ds.get("step_size", step_sizes(sampler, chains, draws) * scale)
     local = sampler.get("local_step_size") if sampler else None
-    if local is not None and local != sampler.get("step_size"):
+    if "step_size_local" in in_ds or (local is not None and local != sampler.get("step_size")):
         stats["step_size_local"] = in_ds.get("step_size_local",
                                              step_sizes(sampler, chains, draws, "local_step_size") * scale)
     if "step_scale" in in_ds:
@@ -292,15 +349,16 @@ def sample_stats_group(data) -> xr.Dataset:
 
 
 def weight_draws(data) -> xr.DataArray:
-    """Weight draws (chain, draw, example) of ArviZ data or a draws Dataset."""
+    """Weight draws (chain, draw, example) of ArviZ data or a draws Dataset (under the site name or `weights`)."""
     post = posterior_group(data)
-    if "weights" not in post:
-        raise DataError("the posterior has no per-example 'weights' (a weight-network run keeps none)")
-    return post["weights"].transpose("chain", "draw", "example")
+    name = weights_name(post)
+    if name is None:
+        raise DataError("the posterior has no per-example weights (a run of a model without them keeps none)")
+    return post[name].transpose(*WEIGHT_DIMS)
 
 
 def scalar_names(data) -> list[str]:
-    """Posterior variables with dims exactly (chain, draw): log_joint, meta_loss, ..., beta."""
+    """Posterior variables with dims exactly (chain, draw): meta_loss, ..., beta (and a flat Dataset's log_joint)."""
     post = posterior_group(data)
     return [name for name, v in post.data_vars.items() if set(v.dims) == set(SAMPLE_DIMS) and name not in _STAT_NAMES]
 

@@ -33,8 +33,9 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
-from .arviz_data import ARVIZ_1, example_groups, is_arviz_data, nonfinite_steps, posterior_group, \
-    rejected_steps, scalar_names, to_arviz
+from .arviz_data import ARVIZ_1, example_groups, get_group, is_arviz_data, nonfinite_steps, posterior_group, \
+    rejected_steps, scalar_names, to_arviz, weight_draws
+from .draws import weights_name
 
 STATUSES = ("pass", "warn", "fail")
 
@@ -139,14 +140,13 @@ def diagnose(data) -> Diagnostics:
         data = to_arviz(data)
     post = posterior_group(data)
     chains, draws = int(post.sizes["chain"]), int(post.sizes["draw"])
-    scalars = scalar_names(data)
-    names = scalars + (["weights"] if "weights" in post else [])
-    ds = post[names]
+    ds, wname = _diagnosed_variables(data)
+    scalars = [name for name in ds.data_vars if name != wname]
     stats = compute_stats(ds) if chains * draws > 3 else {}
-    nonfinite = {name: int((~np.isfinite(post[name].values)).sum()) for name in names}
+    nonfinite = {name: int((~np.isfinite(ds[name].values)).sum()) for name in ds.data_vars}
     rows = []
     for name in scalars:
-        values = post[name].values.astype(np.float64)
+        values = ds[name].values.astype(np.float64)
         row = {"name": name, "mean": float(np.nanmean(values)), "sd": float(np.nanstd(values, ddof=1))
                if values.size > 1 else float("nan"), "constant": bool(np.nanmax(values) == np.nanmin(values))}
         for stat, result in stats.items():
@@ -154,15 +154,15 @@ def diagnose(data) -> Diagnostics:
         rows.append(row)
     scalar_table = pd.DataFrame(rows, columns=["name", "mean", "sd", "rhat", "ess_bulk", "ess_tail", "mcse_mean",
                                                "constant"]).set_index("name")
-    if "weights" in post:
-        w = post["weights"].transpose("chain", "draw", "example")
+    if wname is not None:
+        w = ds[wname].transpose("chain", "draw", "example")
         values = w.values.astype(np.float64)
         flat = values.reshape(chains * draws, -1)
         table = pd.DataFrame({"example": post["example"].values, "mean": flat.mean(0),
                               "sd": flat.std(0, ddof=1) if flat.shape[0] > 1 else np.nan,
                               "constant": flat.max(0) == flat.min(0)})
         for stat, result in stats.items():
-            table[stat] = np.asarray(result["weights"].transpose("example").values, dtype=np.float64)
+            table[stat] = np.asarray(result[wname].transpose("example").values, dtype=np.float64)
         for key, group in example_groups(data).items():
             table[key] = group
         weight_table = table.set_index("example")
@@ -174,6 +174,21 @@ def diagnose(data) -> Diagnostics:
                 table[col] = np.nan
     return Diagnostics(weight_table, scalar_table, chains, draws, nonfinite, nonfinite_steps(data),
                        rejected_steps(data))
+
+
+def _diagnosed_variables(data) -> tuple[xr.Dataset, str | None]:
+    """(what `diagnose` computes statistics of, the weights' name): the posterior's per-draw scalars, the log
+    joint (`lp` of sample_stats) and the per-example weights."""
+    post = posterior_group(data)
+    wname = weights_name(post)
+    ds = post[scalar_names(data) + ([wname] if wname else [])]
+    try:
+        stats = get_group(data, "sample_stats")
+    except KeyError:
+        return ds, wname
+    if "lp" in stats and "lp" not in ds:
+        ds = ds.assign(lp=stats["lp"])
+    return ds, wname
 
 
 def _worst(statuses: list[str]) -> str:
@@ -292,12 +307,13 @@ def _plt():
 
 def _series(data, var_names: list[str] | None, examples: list | None) -> list[tuple[str, np.ndarray]]:
     """(label, (chain, draw) array) for the chosen scalars and example weights."""
-    post = posterior_group(data)
+    ds, wname = _diagnosed_variables(data)
     out = []
-    for name in (scalar_names(data) if var_names is None else var_names):
-        out.append((name, post[name].transpose("chain", "draw").values.astype(np.float64)))
+    for name in ([n for n in ds.data_vars if n != wname] if var_names is None else var_names):
+        out.append((name, ds[name].transpose("chain", "draw").values.astype(np.float64)))
     for ex in examples or []:
-        out.append((f"w[{ex}]", post["weights"].sel(example=ex).transpose("chain", "draw").values.astype(np.float64)))
+        out.append((f"w[{ex}]", weight_draws(data).sel(example=ex).transpose("chain", "draw").values
+                    .astype(np.float64)))
     return out
 
 
@@ -408,8 +424,7 @@ def plot_weights_by_group(data, groups: list[str] | None = None, interval: float
     interval, sorted, coloured by clean/noisy when known. Bounded whatever N_t: at most PLOT_LEVELS levels
     per grouping and PLOT_POINTS examples (evenly spaced in rank) in the sorted panel."""
     plt = _plt()
-    post = posterior_group(data)
-    w = post["weights"].transpose("chain", "draw", "example").values
+    w = weight_draws(data).values
     flat = w.reshape(-1, w.shape[-1]).astype(np.float64)
     mean = flat.mean(0)
     coords = example_groups(data)

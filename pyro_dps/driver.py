@@ -194,6 +194,14 @@ class Posterior:
         """Draws as an xarray Dataset with dims (chain, draw[, example])."""
         return self.draws.dataset()
 
+    def save_draws(self, path: str | Path, coords: dict[str, np.ndarray] | None = None) -> Path:
+        """Write draws.nc in ArviZ's layout (`arviz.from_netcdf` reads it; `arviz_data.draws_groups`).
+        `coords`: per-example coordinates (label, clean, groups such as a review's domain), N_t values each."""
+        from .arviz_data import draws_groups
+
+        ds = self.dataset().assign_coords({k: ("example", np.asarray(v)) for k, v in (coords or {}).items()})
+        return self.draws.save(path, draws_groups(ds, config_dict(self.config)))
+
     def weight_summary(self, quantiles: tuple[float, float] = (0.05, 0.95)) -> dict[str, np.ndarray]:
         """Per-example posterior mean, sd and central interval of w over all chains and draws."""
         w = self.draws.weights()
@@ -263,8 +271,9 @@ def fit(model: Callable, problem: Problem, hyper: dict | None = None, config: Sa
     resumed = load_checkpoint(checkpoint, identity) if checkpoint and resume and Path(checkpoint).exists() else None
     if resumed:
         check_position(resumed, checkpoint, config.chains, config.warmup, config.samples, config.thin)
-    store = DrawStore(config.chains, config.samples, ids if potential.has_weights else ids[:0], SCALARS + latent,
-                      config.memory_budget_mb, spill_path, append=resumed is not None) if comm.main else None
+    store = DrawStore(config.chains, config.samples, ids if potential.has_weights else ids[:0],
+                      {**dict.fromkeys(SCALARS, ()), **latent}, config.memory_budget_mb, spill_path,
+                      append=resumed is not None, weights_name=weights_site(potential)) if comm.main else None
     n_snap = min(config.snapshots, config.samples)  # evenly spaced over the kept draws
     keep = set(np.linspace(0, config.samples - 1, n_snap).round().astype(int).tolist()) if n_snap else set()
     finals, snapshots = [], []
@@ -399,17 +408,28 @@ def _weight_settings(config: SamplerConfig) -> dict:
     return out
 
 
-def _latent_globals(potential: TracePotential) -> list[str]:
-    """Scalar global latent sites other than the network's (e.g. a latent `beta`): recorded per draw."""
-    return [s.name for s in potential.globals if not s.name.startswith("theta.") and s.numel == 1]
+def _latent_globals(potential: TracePotential) -> dict[str, tuple[int, ...]]:
+    """Global latent sites other than the network's `theta.*`, of any shape (a latent `beta`, a per-class
+    location, a weight network's `phi.*`): name -> shape, recorded per draw."""
+    sites = {s.name: tuple(s.shape) for s in potential.globals if not s.name.startswith("theta.")}
+    clash = sorted(set(sites) & {*SCALARS, "weights"})
+    if clash:
+        raise ModelError(f"the model's latent site(s) {clash} have a name pyro-dps records draws under; rename them")
+    return sites
 
 
-def _scalars(potential: TracePotential, state, weights: torch.Tensor | None, n_total: int) -> dict[str, float]:
-    """Per-draw scalars; `weights` are all N_t table weights (gathered), or the weight network's."""
+def weights_site(potential: TracePotential) -> str:
+    """The Pyro site of the per-example weights (`w` in models/bads.py): their name in draws.nc."""
+    return potential.local_site or potential.weight_site or "w"
+
+
+def _scalars(potential: TracePotential, state, weights: torch.Tensor | None,
+             n_total: int) -> dict[str, float | np.ndarray]:
+    """Per-draw scalars and latent globals; `weights` are all N_t table weights (gathered), or the weight network's."""
     stats = summarize_stats(state.stats)
     values = potential.unpack(state.theta)
     table_w = weights if potential.local_site is not None else None
-    return {**{name: float(values[name]) for name in _latent_globals(potential)},
+    return {**{name: values[name].detach().double().cpu().numpy() for name in _latent_globals(potential)},
         "log_joint": log_joint_estimate(potential, state.theta, table_w, state.stats),
         "meta_loss": float(stats.get("meta_loss", float("nan"))),
         "train_loss": float(stats.get("train_loss", float("nan"))),

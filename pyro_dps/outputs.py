@@ -5,44 +5,57 @@ a failed run leaves no half-written output directory behind.
 """
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import os
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from .errors import ConfigError
 
 
-def write_atomic(path: str | os.PathLike, write, binary: bool = False, error: type = ConfigError) -> Path:
-    """Call `write(handle)` on a temporary file beside `path`, then rename it over `path`.
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike, error: type = ConfigError):
+    """A temporary path beside `path` for a writer that needs a file name (netCDF); when the block succeeds
+    the file is fsync'ed, given a normally created file's permissions and renamed over `path`.
 
     A failure leaves no partial file behind; a file that cannot be created raises `error` naming it.
-    The file gets the permissions of a normally created one (mkstemp's are private).
     """
     path = Path(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        os.close(fd)
     except OSError as exc:
         raise error(f"{str(path)!r} cannot be written: {exc.strerror or exc}") from exc
     try:
-        with os.fdopen(fd, "wb" if binary else "w", **({} if binary else {"encoding": "utf-8"})) as handle:
-            write(handle)
-            handle.flush()
-            os.fsync(handle.fileno())
+        yield Path(tmp)
+        fd = os.open(tmp, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
         umask = os.umask(0)
         os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp's are private
         os.replace(tmp, path)
     except BaseException as exc:
         Path(tmp).unlink(missing_ok=True)
         if isinstance(exc, OSError):
             raise error(f"{str(path)!r} cannot be written: {exc.strerror or exc}") from exc
         raise
-    return path
+
+
+def write_atomic(path: str | os.PathLike, write, binary: bool = False, error: type = ConfigError) -> Path:
+    """Call `write(handle)` on a temporary file beside `path`, then rename it over `path` (`atomic_path`)."""
+    with atomic_path(path, error) as tmp:
+        with open(tmp, "wb" if binary else "w", **({} if binary else {"encoding": "utf-8"})) as handle:
+            write(handle)
+    return Path(path)
 
 
 def check_writable(out: str | os.PathLike) -> Path:
@@ -64,6 +77,20 @@ def metrics_document(scenario: str, methods: dict[str, dict], weights: dict | No
         if missing:
             raise ValueError(f"method {name!r} lacks {sorted(missing)}")
     return {"scenario": scenario, "methods": methods, "weights": weights}
+
+
+def plain(value: Any) -> Any:
+    """A value as JSON data: None, bools, numbers, strings, lists and tables as they are (numpy and one-value
+    torch scalars as numbers, arrays as lists); anything else (a callable, an object) as its repr."""
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    if isinstance(value, dict):
+        return {str(k): plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [plain(v) for v in value]
+    if isinstance(value, np.generic) or (hasattr(value, "tolist") and hasattr(value, "dtype")):
+        return plain(value.tolist())
+    return repr(value)
 
 
 def write_json(path: Path, document: dict) -> None:

@@ -211,6 +211,11 @@ class TracePotential:
         """Per-example weights w from their unconstrained table."""
         return self.local_transform(table)
 
+    def constants(self) -> dict[str, Any]:
+        """What the model's hyper-parameters resolved to, as far as this potential reads them off the model
+        (the fused path: `FusedPotential.constants`); the trace path evaluates the model as it is: none."""
+        return {}
+
     @property
     def has_weights(self) -> bool:
         """Whether the model gives per-example weights: a latent table or a deterministic weight site."""
@@ -411,6 +416,15 @@ class FusedPotential(TracePotential):
 
     def supported(self) -> bool:
         return not self.reason
+
+    def constants(self) -> dict[str, Any]:
+        """rho_t and rho_m, and the loc and scale of a Normal w_sum prior (one per class for class sums), as
+        read off the probe trace: what defaults such as sigma = None or rho_m = None resolved to."""
+        out: dict[str, Any] = {"rho_t": self.rho_t, "rho_m": self.rho_m}
+        if self._normal_sparsity is not None:
+            loc, scale = self._normal_sparsity
+            out.update(w_sum_loc=loc if isinstance(loc, float) else loc.tolist(), w_sum_scale=scale)
+        return out
 
     def weights(self, table: torch.Tensor) -> torch.Tensor:
         return torch.sigmoid(table)

@@ -365,7 +365,7 @@ def _build(run_dir: Path, run_label: str | None, thresholds: Thresholds | None, 
              f"{diag.draws} draws &middot; ArviZ {_esc(ARVIZ_VERSION)} ({arviz_line()}) &middot; generated {now}</p>"
              f"</header>",
              "<nav>" + "".join(f'<a href="#{s}">{s}</a>' for s in SECTIONS) + "</nav><main>",
-             _config_section(config), _diagnostics_section(diag, checks, th, diag_data, n, sampled),
+             _config_section(config, metrics), _diagnostics_section(diag, checks, th, diag_data, n, sampled),
              _weights_section(data, groups, plan),
              _gallery_sections(plan, ids, groups, info, n)]
     table = selection_table(draws, ids, groups, plan.keep_top, tau=plan.tau, threshold=plan.cut, interval=0.9)
@@ -378,8 +378,21 @@ def _cell(value: Any) -> str:
     return text if len(text) <= MAX_CELL else text[:MAX_CELL - 1] + "\u2026"
 
 
-def _config_section(config: dict) -> str:
-    cfg_tables = []
+def _model_as_run(metrics: dict) -> str:
+    """The table of the model as it ran (metrics.json): the potential path, every hyper-parameter it used and
+    the constants the fused path derived; empty for a run that did not record them."""
+    if "potential" not in metrics:
+        return ""
+    why = metrics.get("potential_reason")
+    rows = [["potential path", _esc(_cell(f"{metrics['potential']}" + (f" ({why})" if why else "")))]]
+    for prefix, table in (("", metrics.get("hyper")), ("derived ", metrics.get("hyper_derived"))):
+        if isinstance(table, dict):
+            rows += [[_esc(_cell(prefix + str(k))), _cell(_fmt(v))] for k, v in list(table.items())[:MAX_ROWS]]
+    return f"<div><h3>model as run</h3>{_table(['key', 'value'], rows)}</div>"
+
+
+def _config_section(config: dict, metrics: dict | None = None) -> str:
+    cfg_tables = [_model_as_run(metrics or {})]
     for section in ("data", "network", "model", "sampler", "baselines"):
         value = config.get(section)
         if not isinstance(value, dict):
@@ -389,6 +402,7 @@ def _config_section(config: dict) -> str:
             flat = {**value["hyper"], "file": value.get("file")}
         rows = [[_esc(_cell(key)), _cell(_fmt(v))] for key, v in list(flat.items())[:MAX_ROWS]]
         cfg_tables.append(f"<div><h3>{section}</h3>{_table(['key', 'value'], rows)}</div>")
+    cfg_tables = [t for t in cfg_tables if t]
     return ('<section id="config"><h2>Run configuration</h2>'
             + (f'<div class="cfg">{"".join(cfg_tables)}</div>' if cfg_tables
                else '<p class="note">metrics.json has no resolved configuration.</p>') + "</section>")

@@ -16,7 +16,6 @@ from .context import Problem
 from .data import DataSplits
 from .distributed import Communicator
 from .driver import Posterior, config_dict, fit
-from .draws import save_draws
 from .scoring import STATE_FILE, save_posterior_state
 from .errors import ConfigError
 from .fingerprint import file_digest
@@ -24,7 +23,8 @@ from .metrics import accuracy, noise_auroc
 from .model_loader import load_model
 from .networks import NETWORKS
 from .run_length import resolve_length
-from .outputs import check_writable, metrics_document, plot_weights_by_group, write_json, write_weights_csv
+from .outputs import check_writable, metrics_document, plain, plot_weights_by_group, write_json, \
+    write_weights_csv
 from .rundir import check_out_dir, remove_stale_staging, run_lock, staged_directory
 from .training import predict_proba
 
@@ -174,12 +174,13 @@ def _run(config, out, seed, device, chains, progress, echo, resume, checkpoint_e
     document["mean_weight_by_group"] = mean_weight_by_group(summary["mean"], data)
     # the run length as run ("auto" resolved), so that readers (to_arviz's step sizes, the report) need not redo the rule
     document["config"] = {**config, "sampler": config_dict(length), "data": data_spec}
+    document.update(model_record(posterior))
     echo(result_table(document))
     if out is not None:
         with staged_directory(out, overwrite) as stage:
             write_json(stage / "metrics.json", document)
             write_weights_csv(stage / "weights.csv", summary, data.y_train.numpy(), clean)
-            save_draws(_draws_with_labels(posterior, data), stage / "draws.nc")
+            posterior.save_draws(stage / "draws.nc", example_coords(data))
             save_posterior_state(stage / STATE_FILE, posterior, config, tuple(data.x_train.shape[1:]),
                                  data.num_classes)
             plot_weights_by_group(stage / "weights_by_group.png", summary["mean"], data.y_train.numpy(), clean,
@@ -244,12 +245,19 @@ def _bads_metrics(posterior: Posterior, data: DataSplits) -> dict:
     return {"test_accuracy": last, "test_accuracy_ensemble": ensemble, "seconds": posterior.seconds}
 
 
-def _draws_with_labels(posterior: Posterior, data: DataSplits):
-    ds = posterior.dataset()
-    ds = ds.assign_coords(label=("example", data.y_train.numpy()))
-    if data.clean is not None:
-        ds = ds.assign_coords(clean=("example", data.clean.numpy()))
-    return ds
+def example_coords(data: DataSplits) -> dict[str, np.ndarray]:
+    """The per-example coordinates of the draws: label, clean flag (when known) and groups (e.g. a review's domain)."""
+    coords = {"label": data.y_train, **({} if data.clean is None else {"clean": data.clean}), **data.groups}
+    return {k: v.cpu().numpy() for k, v in coords.items()}
+
+
+def model_record(posterior: Posterior) -> dict[str, Any]:
+    """What metrics.json records of the model as it ran: the potential path ("fused" or "trace", and why not
+    fused), every hyper-parameter the model used (its own defaults and a resolved beta = "auto" included),
+    and the constants the fused path read off the model (what defaults such as sigma = None resolved to)."""
+    reason = getattr(posterior.potential, "fused_reason", None)
+    return {"potential": posterior.potential.kind, **({"potential_reason": reason} if reason else {}),
+            "hyper": plain(posterior.hyper), "hyper_derived": plain(posterior.potential.constants())}
 
 
 def result_table(document: dict) -> str:

@@ -38,9 +38,9 @@ def draws_dataset(seed: int = 0, n: int = N, beta: bool = True) -> xr.Dataset:
 
 def write_run(path, ds: xr.Dataset, sampler: dict | None = None):
     path.mkdir(parents=True, exist_ok=True)
-    save_draws(ds, path / "draws.nc")
     config = {"name": "test", "sampler": sampler or {"step_size": 1e-3, "local_step_size": 0.05, "warmup": 100,
                                                      "thin": 5, "samples": D, "chains": C}}
+    save_draws(ds, path / "draws.nc", config["sampler"])
     (path / "metrics.json").write_text(json.dumps({"scenario": "test", "methods": {}, "weights": None,
                                                    "config": config}))
     return path
@@ -65,7 +65,8 @@ def test_object_type_per_line():
     else:
         assert isinstance(data, arviz.InferenceData)
         assert not isinstance(data, xr.DataTree)
-    assert set(group_names(data)) == {"posterior", "sample_stats"}
+    assert set(group_names(data)) == {"posterior", "sample_stats", "observed_data", "constant_data"}
+    assert set(group_names(to_arviz(draws_dataset().drop_vars(["label", "clean"])))) == {"posterior", "sample_stats"}
 
 
 def test_weights_round_trip_exactly_with_coordinates():
@@ -80,10 +81,15 @@ def test_weights_round_trip_exactly_with_coordinates():
     np.testing.assert_array_equal(groups["label"], ds["label"].values)
     np.testing.assert_array_equal(groups["clean"], ds["clean"].values)
     post = posterior_group(data)
-    for name in ("log_joint", "meta_loss", "train_loss", "w_mean", "theta_norm", "beta"):
+    assert list(post.data_vars)[0] == "w" and post.attrs["pyro_dps_weights"] == "w"  # the Pyro site's name
+    for name in ("meta_loss", "train_loss", "w_mean", "theta_norm", "beta"):
         np.testing.assert_array_equal(post[name].values, ds[name].values)
         assert post[name].dims == ("chain", "draw")
-    assert set(scalar_names(data)) == {"log_joint", "meta_loss", "train_loss", "w_mean", "theta_norm", "beta"}
+    assert set(scalar_names(data)) == {"meta_loss", "train_loss", "w_mean", "theta_norm", "beta"}
+    np.testing.assert_array_equal(sample_stats_group(data)["lp"].values, ds["log_joint"].values)  # ArviZ's name
+    assert "log_joint" not in post
+    np.testing.assert_array_equal(get_group(data, "observed_data")["label"].values, ds["label"].values)
+    np.testing.assert_array_equal(get_group(data, "constant_data")["clean"].values, ds["clean"].values)
     # w_mean is sum_i w_i / N_t
     np.testing.assert_allclose(post["w_mean"].values, ds["weights"].values.astype(np.float64).mean(-1), rtol=1e-12)
 
@@ -196,3 +202,122 @@ def test_bad_run_directories_name_the_file(tmp_path):
         to_arviz(run2)
     with pytest.raises(TypeError):
         to_arviz(42)
+
+
+# ------------------------------------------------------------------------------------ draws.nc as ArviZ reads it
+def _problem(n: int = 120):
+    import torch
+    from torch import nn
+
+    from pyro_dps.context import Problem
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(n, 4, generator=g)
+    y = (x[:, 0] > 0).long()
+    return Problem(nn.Linear(4, 2), x, y, x[:20], y[:20])
+
+
+def _fit(model, hyper: dict, **kw):
+    from pyro_dps.driver import fit
+
+    cfg = dict(kernel="psgld", step_size=1e-3, local_step_size=0.05, chains=2, warmup=30, samples=12, thin=3,
+               batch_size=16, progress=False, seed=3)
+    return fit(model, _problem(), hyper, SamplerConfig(**{**cfg, **kw}))
+
+
+def test_draws_file_opens_with_arviz_itself(tmp_path):
+    """`arviz.from_netcdf(draws.nc)` gives ArviZ's groups: `w` as recorded, `lp` in sample_stats, labels as
+    observed data, groups (a domain) as coordinates and constant data; az.summary's R-hat is the library's."""
+    from pyro_dps.diagnostics import diagnose
+    from pyro_dps.models import bads
+
+    post = _fit(bads.model, {"beta": 0.5})
+    flat = post.dataset()
+    labels, domain = np.arange(120) % 2, np.arange(120) % 3
+    path = post.save_draws(tmp_path / "draws.nc", {"label": labels, "domain": domain})
+    data = arviz.from_netcdf(path)
+    assert {"posterior", "sample_stats", "observed_data", "constant_data"} <= set(group_names(data))
+    w = posterior_group(data)["w"]
+    assert w.dims == ("chain", "draw", "example") and w.dtype == np.float32
+    np.testing.assert_array_equal(w.values, flat["weights"].values)
+    np.testing.assert_array_equal(sample_stats_group(data)["lp"].values, flat["log_joint"].values)
+    np.testing.assert_array_equal(w["domain"].values, domain)
+    np.testing.assert_array_equal(get_group(data, "observed_data")["label"].values, labels)
+    np.testing.assert_array_equal(get_group(data, "constant_data")["domain"].values, domain)
+    summary = arviz.summary(data, var_names=["w"], round_to="none")
+    assert len(summary) == 120
+    np.testing.assert_allclose(summary["r_hat"].to_numpy(dtype=float), diagnose(to_arviz(path)).weights["rhat"],
+                               rtol=1e-12)
+    xr.testing.assert_identical(posterior_group(to_arviz(path)), posterior_group(data))  # one layout
+
+
+VECTOR_MODEL = '''
+import pyro
+import pyro.distributions as dist
+import torch
+
+
+def model(ctx, beta=0.5, spread=0.1):
+    """BADS with a per-class location `mu` (shape (2,)), a global site outside the network: trace path."""
+    mu = pyro.sample("mu", dist.Normal(torch.tensor([-3.0, 3.0]), spread).to_event(1))
+    theta = {name: pyro.sample(f"theta.{name}", dist.Normal(0.0, 1.0).expand(shape).to_event(len(shape)))
+             for name, shape in ctx.param_shapes.items()}
+    with pyro.plate("train", ctx.n_train, subsample=ctx.train_idx):
+        w = pyro.sample("w", dist.Uniform(0.0, 1.0))
+        pyro.factor("train_lik", -w * ctx.train_losses(theta))
+    pyro.sample("w_sum", dist.Normal(beta * ctx.n_train, ctx.n_train ** 0.5), obs=ctx.w_sum(w))
+    with pyro.plate("meta", ctx.n_meta, subsample=ctx.meta_idx):
+        pyro.factor("meta_lik", -ctx.meta_losses(theta))
+'''
+
+
+def test_vector_valued_global_site_is_kept_with_its_shape(tmp_path):
+    """A user model's per-class location `mu` is in draws.nc as (chain, draw, mu_dim_0), component by component;
+    the run records that the trace path ran and every hyper-parameter, the model's own default included."""
+    from pyro_dps.model_loader import load_model
+    from pyro_dps.scenario import model_record
+
+    (tmp_path / "vector_prior.py").write_text(VECTOR_MODEL)
+    # SGLD: pSGLD adds no noise to a coordinate before it has seen a gradient, and mu starts at its prior's mode
+    post = _fit(load_model(f"{tmp_path / 'vector_prior.py'}:model"), {"beta": 0.4}, kernel="sgld")
+    mu = posterior_group(arviz.from_netcdf(post.save_draws(tmp_path / "draws.nc")))["mu"]
+    assert mu.dims == ("chain", "draw", "mu_dim_0") and mu.shape == (2, 12, 2)
+    np.testing.assert_array_equal(mu.values, post.dataset()["mu"].values)
+    np.testing.assert_allclose(mu.mean(("chain", "draw")).values, [-3.0, 3.0], atol=0.5)
+    assert float(mu.std(("chain", "draw")).min()) > 0  # sampled, not a constant
+    record = model_record(post)
+    assert record["potential"] == "trace" and "potential_reason" in record
+    assert record["hyper"] == {"beta": 0.4, "spread": 0.1} and record["hyper_derived"] == {}
+
+
+def test_old_flat_draws_file_is_read_by_a_compatibility_path(tmp_path):
+    """A draws.nc of pyro-dps 0.1 (one flat root group: `weights`, `log_joint`, ...) still loads, as the groups a
+    run now writes; ArviZ itself sees no groups in it."""
+    ds = draws_dataset(seed=4)
+    run = tmp_path / "run"
+    write_run(run, ds)
+    ds.to_netcdf(run / "draws.nc")  # the old layout
+    data = to_arviz(run)
+    np.testing.assert_array_equal(weight_draws(data).values, ds["weights"].values)
+    np.testing.assert_array_equal(sample_stats_group(data)["lp"].values, ds["log_joint"].values)
+    np.testing.assert_array_equal(sample_stats_group(data)["step_size"].values, 1e-3)  # from metrics.json
+    loaded, _ = load_run(run)
+    np.testing.assert_array_equal(loaded["weights"].values, ds["weights"].values)
+    (run / "other.nc").write_bytes((run / "draws.nc").read_bytes())
+    xr.Dataset({"x": ("a", np.arange(3))}).to_netcdf(run / "draws.nc")  # netCDF, but no draws in it
+    with pytest.raises(RunDirError, match="not a pyro-dps draws file"):
+        to_arviz(run)
+
+
+def test_flat_view_round_trips_to_the_file_groups(tmp_path):
+    """load_run's flat Dataset (what the report reads) maps back to exactly the groups in draws.nc."""
+    from pyro_dps.arviz_data import draws_groups, load_draws_file, read_draws
+
+    ds = draws_dataset(seed=5)
+    ds["rejected_steps"] = (("chain", "draw"), np.cumsum(np.arange(C * D).reshape(C, D) % 2, axis=1).astype(float))
+    run = write_run(tmp_path / "run", ds)
+    stored = read_draws(run / "draws.nc")
+    again = draws_groups(load_draws_file(run / "draws.nc"))
+    assert set(stored) == set(again)
+    for name in stored:
+        xr.testing.assert_identical(stored[name], again[name])

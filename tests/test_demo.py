@@ -5,8 +5,8 @@ import math
 
 import numpy as np
 import pytest
-import xarray as xr
 
+from pyro_dps.arviz_data import load_draws_file
 from pyro_dps.cli import main
 
 
@@ -29,7 +29,7 @@ def test_demo_writes_the_contract(demo_run):
     assert set(w) == {"noise_auroc", "mean_weight_clean", "mean_weight_noisy"}
     rows = list(csv.DictReader((demo_run / "weights.csv").open()))
     assert list(rows[0]) == ["index", "label", "clean", "mean", "sd", "q05", "q95"]
-    draws = xr.open_dataset(demo_run / "draws.nc")
+    draws = load_draws_file(demo_run / "draws.nc")
     assert draws["weights"].dims == ("chain", "draw", "example")
     assert draws.sizes["chain"] == 4 and draws.sizes["example"] == len(rows)
     # weights.csv is the summary of draws.nc

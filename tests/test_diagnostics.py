@@ -46,14 +46,14 @@ def shifted() -> Diagnostics:
 
 def test_well_mixed_chains_have_rhat_near_one(mixed):
     assert mixed.weights["rhat"].between(0.99, 1.01).all(), mixed.weights["rhat"].describe()
-    assert mixed.scalars.loc["log_joint", "rhat"] == pytest.approx(1.0, abs=0.01)
+    assert mixed.scalars.loc["lp", "rhat"] == pytest.approx(1.0, abs=0.01)
     assert mixed.rhat_fraction(1.05) == 1.0
 
 
 def test_shifted_chains_have_large_rhat(shifted):
     assert (shifted.weights["rhat"] > 1.05).all()
     assert shifted.weights["rhat"].min() > 1.5  # the chains' means differ by 1-3 sd: clearly not converged
-    assert shifted.scalars.loc["log_joint", "rhat"] > 1.05
+    assert shifted.scalars.loc["lp", "rhat"] > 1.05
     assert shifted.rhat_fraction(1.05) == 0.0
 
 
@@ -81,13 +81,13 @@ def test_values_are_arviz_values():
 def test_summary_statuses(mixed, shifted):
     good = {c.name: c for c in summary(mixed)}
     assert good["R-hat of weights"].status == "pass"
-    assert good["R-hat of log_joint"].status == "pass"
+    assert good["R-hat of lp"].status == "pass"
     assert good["bulk ESS of weights"].status == "pass"
     assert good["finite draws"].status == "pass"
     assert overall(summary(mixed)) == "pass"
     bad = {c.name: c for c in summary(shifted)}
     assert bad["R-hat of weights"].status == "fail"
-    assert bad["R-hat of log_joint"].status == "fail"
+    assert bad["R-hat of lp"].status == "fail"
     assert overall(summary(shifted)) == "fail"
     assert list(checks_table(summary(shifted)).columns) == ["name", "status", "value", "threshold", "message"]
 
@@ -136,7 +136,7 @@ def test_short_chains_fail_the_ess_floor():
     diag = diagnose(chains(draws=15))  # 60 draws in all: ESS < 100 for every weight
     checks = {c.name: c for c in summary(diag)}
     assert checks["bulk ESS of weights"].status == "fail"
-    assert checks["ESS of log_joint"].status == "warn"
+    assert checks["ESS of lp"].status == "warn"
 
 
 def test_non_finite_draws_and_steps_fail():

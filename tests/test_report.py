@@ -26,6 +26,27 @@ def test_run_scenario_writes_the_report(run_dir):
     assert not list(run_dir.parent.glob(".*staging*"))
 
 
+def test_run_records_the_model_as_it_ran(run_dir):
+    """metrics.json and the report say which potential path ran and every hyper-parameter the model used: the
+    configured ones, models/bads.py's own defaults, beta = "auto" resolved, and what the defaults derived."""
+    import inspect
+
+    from pyro_dps.models import bads
+
+    doc = json.loads((run_dir / "metrics.json").read_text())
+    assert doc["potential"] == "fused" and "potential_reason" not in doc
+    defaults = {k: p.default for k, p in inspect.signature(bads.model).parameters.items() if k != "ctx"}
+    assert set(doc["hyper"]) == set(defaults)
+    assert {k: v for k, v in doc["hyper"].items() if k != "beta"} == {k: v for k, v in defaults.items() if k != "beta"}
+    assert defaults["beta"] == "auto" and 0 < doc["hyper"]["beta"] <= 1  # the estimate the run used
+    derived, prior = doc["hyper_derived"], bads.sparsity_prior(197, doc["hyper"]["beta"], None)  # sigma = None
+    assert derived["rho_t"] == 1.0 and derived["w_sum_scale"] == pytest.approx(float(prior.scale), rel=1e-6)
+    assert derived["w_sum_loc"] == float(prior.loc) == np.floor(197 * doc["hyper"]["beta"])
+    config = re.search(r'<section id="config">.*?</section>', (run_dir / "report.html").read_text(), re.S).group(0)
+    assert "model as run" in config and "<td>potential path</td><td>fused</td>" in config
+    assert "derived w_sum_scale" in config
+
+
 def test_report_is_self_contained(run_dir):
     text = (run_dir / "report.html").read_text()
     # nothing is fetched: no external src/href/url(), no scripts or stylesheets from elsewhere
