@@ -140,9 +140,9 @@ class TracePotential:
         diverged) or fail."""
         try:
             trace = self._probe(_AtModuleParameters(dict(self.problem.net.named_parameters())))
-            if all(bool(torch.isfinite(site["fn"].log_factor).all()) for site in trace.nodes.values()
+            if all(bool(torch.isfinite(site["fn"].log_factor).any()) for site in trace.nodes.values()
                    if site["type"] == "sample" and hasattr(site["fn"], "log_factor")):
-                return trace
+                return trace  # (a row whose data give a non-finite loss is no reason to leave the module's values)
         except ModelError:
             pass
         return self._probe(None)
@@ -154,7 +154,9 @@ class TracePotential:
         ctx = self._probe_ctx = ModelContext(p, idx, jdx, torch.zeros((), dtype=torch.float64, device=p.device))
         try:  # the probe's own random stream: its values do not depend on (nor advance) the caller's
             devices = [p.device] if p.device.type == "cuda" else []
-            with torch.no_grad(), torch.random.fork_rng(devices=devices):
+            # validation off: a training row whose data give a non-finite loss must not stop the probe (the
+            # divergence guard rejects the steps that batch it)
+            with torch.no_grad(), torch.random.fork_rng(devices=devices), pyro.validation_enabled(False):
                 torch.manual_seed(0)
                 model = self.model if messenger is None else messenger(self.model)
                 return poutine.trace(model).get_trace(ctx, **self.hyper)
@@ -404,6 +406,8 @@ class FusedPotential(TracePotential):
         consts = []
         for site, per_unit in (("train_lik", w * l_t), ("meta_lik", l_m)):
             value = nodes[site]["fn"].log_factor
+            finite = torch.isfinite(value) & torch.isfinite(per_unit)  # a poisoned row says nothing either way
+            value, per_unit = value[finite], per_unit[finite]
             ratios = -value.double() / per_unit.double()
             ratios = ratios[torch.isfinite(ratios)]
             ratio = ratios.median() if ratios.numel() else torch.tensor(float("nan"), dtype=torch.float64)

@@ -87,12 +87,12 @@ def test_streamed_file_is_the_memory_file_completed_in_place(tmp_path):
 def test_resumed_streamed_run_appends_to_its_spill_file(tmp_path, monkeypatch):
     """A streamed run stopped in its second chain and resumed keeps the weights already in the spill file and
     appends the rest: its draws.nc is identical to an uninterrupted streamed run's."""
-    import pyro_dps.driver as driver
+    import pyro_dps.chain as chain_control
 
     cfg = dict(CFG, memory_budget_mb=0.001, checkpoint_every=10, check_every=10)
     full = fit(bads.model, _problem(), {"beta": 0.6}, SamplerConfig(**cfg), spill_path=str(tmp_path / "full.nc"))
     full.save_draws(tmp_path / "full_draws.nc")
-    guard = driver._guard
+    guard = chain_control.guard
 
     def stop(state, chain, t, *args):
         if chain == 1 and t == 40:
@@ -100,10 +100,10 @@ def test_resumed_streamed_run_appends_to_its_spill_file(tmp_path, monkeypatch):
         return guard(state, chain, t, *args)
 
     spill, ckpt = tmp_path / "spill.nc", tmp_path / "c.safetensors"
-    monkeypatch.setattr(driver, "_guard", stop)
+    monkeypatch.setattr(chain_control, "guard", stop)
     with pytest.raises(KeyboardInterrupt):
         fit(bads.model, _problem(), {"beta": 0.6}, SamplerConfig(**cfg), spill_path=str(spill), checkpoint=ckpt)
-    monkeypatch.setattr(driver, "_guard", guard)
+    monkeypatch.setattr(chain_control, "guard", guard)
     with xr.open_dataset(spill, group="posterior") as part:  # chain 0 is in the file, chain 1 not yet complete
         assert np.isfinite(part["w"].values[0]).all() and np.isnan(part["w"].values[1, -1]).all()
     resumed = fit(bads.model, _problem(), {"beta": 0.6}, SamplerConfig(**cfg), spill_path=str(spill),
