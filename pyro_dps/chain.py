@@ -99,8 +99,9 @@ def guard(state, chain: int, t: int, scale: float, seen: int, settings: GuardSet
 
 @dataclass
 class ChainControl:
-    """The host side of one chain between its steps: fix what adapted (pSGLD's preconditioner) once warm-up's
-    `warmup` steps are done, and run the divergence `guard` every `check_every` steps, which sets `scale`."""
+    """The host side of one chain between its steps: tell the algorithm when warm-up's `warmup` steps are done
+    (`end_warmup`: pSGLD freezes its preconditioner there when asked to), and run the divergence `guard`
+    every `check_every` steps, which sets `scale`."""
 
     chain: int
     warmup: int
@@ -112,7 +113,7 @@ class ChainControl:
     def after_step(self, algorithm, state, t: int, last: bool = False) -> None:
         """After step t (1-based) of the chain; `last` forces a guard check (the run's final step)."""
         if t == self.warmup:
-            algorithm.end_warmup(state)  # adaptive settings are fixed from here
+            algorithm.end_warmup(state)  # e.g. pSGLD with freeze_preconditioner fixes its V here
         if t % self.settings.check_every == 0 or last:
             self.scale, self.seen_rejected = guard(state, self.chain, t, self.scale, self.seen_rejected,
                                                    self.settings, self.checkpoint)

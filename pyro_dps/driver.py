@@ -74,7 +74,8 @@ class SamplerConfig:
         if not isinstance(self.kernel, str) or self.kernel not in ALGORITHMS:
             raise ConfigError(f"kernel must be one of {sorted(ALGORITHMS)}, got {self.kernel!r}")
         self._check_counts(problem)
-        total = self._length(problem).warmup + self.samples * self._length(problem).thin
+        length = self._length(problem)
+        total = length.warmup + self.samples * length.thin
         check_schedule(self.step_size, "step_size", total)
         if self.local_step_size is not None:
             check_schedule(self.local_step_size, "local_step_size", total)

@@ -304,6 +304,14 @@ def weight_sum(potential, w: torch.Tensor, rows: torch.Tensor | None = None) -> 
         0, groups.to(w.device), w.double())
 
 
+def _batch_stats(losses: torch.Tensor, w: torch.Tensor, lik: torch.Tensor) -> dict[str, torch.Tensor]:
+    """A fused step's statistics: the batch's train losses (the first len(w) rows), meta losses, weights and
+    likelihood estimate, detached."""
+    n_t = w.shape[0]
+    return {"train_losses": losses[:n_t].detach(), "meta_losses": losses[n_t:].detach(), "w": w.detach(),
+            "log_lik": lik.detach()}
+
+
 def _loss_stats(ctx: ModelContext, w: torch.Tensor) -> dict[str, torch.Tensor]:
     if ctx._losses is None:
         return {}
@@ -490,9 +498,7 @@ class FusedPotential(TracePotential):
         w = weights_for(losses[:n_t].detach())
         lik = self._likelihood(w, losses)
         lik.backward()
-        stats = {"train_losses": losses[:n_t].detach(), "meta_losses": losses[n_t:].detach(), "w": w,
-                 "log_lik": lik.detach()}
-        return Gradients(self._theta_gradient(theta), w, stats)
+        return Gradients(self._theta_gradient(theta), w, _batch_stats(losses, w, lik))
 
     def grads(self, theta, u_batch, train_idx, meta_idx, w_sum_rest, temperature: float = 1.0) -> Gradients:
         analytic = self.base is None and self._normal_sparsity is not None
@@ -517,8 +523,7 @@ class FusedPotential(TracePotential):
                 log_w = log_w + self.base.log_prob(w).sum()
             (lik + log_w).backward()
             g_u = u.grad
-        stats = {"train_losses": l_t_d, "meta_losses": losses[n_t:].detach(), "w": w_d, "log_lik": lik.detach()}
-        return Gradients(self._theta_gradient(theta), g_u, stats)
+        return Gradients(self._theta_gradient(theta), g_u, _batch_stats(losses, w_d, lik))
 
     def batch_log_joint(self, theta: torch.Tensor, u: torch.Tensor, x: torch.Tensor, y: torch.Tensor,
                         w_sum_rest: torch.Tensor, temperature: float = 1.0):
@@ -541,8 +546,7 @@ class FusedPotential(TracePotential):
         if self.base is not None:
             log_w = log_w + self.base.log_prob(w).sum()
         value = lik + log_w + self.log_prior_theta(theta)
-        stats = {"train_losses": l_t_d, "meta_losses": losses[n_t:].detach(), "w": w_d, "log_lik": lik.detach()}
-        return value, stats
+        return value, _batch_stats(losses, w_d, lik)
 
     def theta_log_joint(self, theta: torch.Tensor, x: torch.Tensor, y: torch.Tensor, n_t: int,
                         weights_for: Callable[[torch.Tensor], torch.Tensor]):
@@ -551,8 +555,7 @@ class FusedPotential(TracePotential):
         losses = self._functional_losses(theta, x, y)
         w = weights_for(losses[:n_t].detach())
         lik = self._likelihood(w, losses)
-        stats = {"train_losses": losses[:n_t].detach(), "meta_losses": losses[n_t:].detach(), "w": w.detach(),
-                 "log_lik": lik.detach()}
+        stats = _batch_stats(losses, w, lik)
         return lik + self.log_prior_theta(theta), (w.detach(), stats)
 
     def _functional_losses(self, theta: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:

@@ -341,7 +341,8 @@ class SGMCMCKernel(MCMCKernel):
 
     Pyro's MCMC passes no data to `sample`, so the kernel owns the minibatch samplers. Each call to `sample`
     makes `steps_per_sample` steps (thinning inside the kernel); Pyro's `warmup_steps` count samples, so warm-up
-    ends after `warmup_steps * steps_per_sample` steps (`end_warmup`: pSGLD's preconditioner is fixed there).
+    ends after `warmup_steps * steps_per_sample` steps (`end_warmup`, where pSGLD with `freeze_preconditioner`
+    fixes its preconditioner).
     The n-th `setup` of a kernel object starts chain n (in a worker process of a parallel run: the worker's
     chain id), seeded and started like `fit`'s chain n of the same seed: with `steps_per_sample = thin`, the
     same draws. The divergence guard (`check_every`, `max_rejections`) halves the step size as in `fit`.
