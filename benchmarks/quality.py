@@ -48,6 +48,7 @@ from pyro_dps.driver import fit
 from pyro_dps.errors import DPSError
 from pyro_dps.metrics import accuracy, noise_auroc
 from pyro_dps.model_loader import load_model
+from pyro_dps.run_length import CYCLE_PEAK, auto_schedule
 from pyro_dps.scenario import build_data, build_network
 from pyro_dps.training import predict_proba
 from pyro_dps.useful_fraction import estimate_useful_fraction
@@ -150,6 +151,9 @@ def run_method(method: str, config: dict, data: DataSplits, init_net: torch.nn.M
         sampler = bads_sampler(config, steps, seed, device)
         if "step_size" in overrides:
             sampler = dataclasses.replace(sampler, step_size=overrides["step_size"])
+            if sampler_config(config).step_size == "auto":  # the tuned value is the cyclical schedule's peak
+                sampler = dataclasses.replace(sampler, step_size={
+                    **auto_schedule(sampler.thin, sampler.warmup), "eps0": overrides["step_size"]})
         problem = Problem(copy.deepcopy(init_net), data.x_train, data.y_train, data.x_meta, data.y_meta)
         posterior = fit(load_model(config["model"]["file"]), problem, hyper, sampler)
         acc = accuracy(posterior.predict_proba(data.x_test, ensemble=False), data.y_test)
@@ -184,7 +188,8 @@ def tune(method: str, config: dict, data: DataSplits, init_net, steps: int, seed
     split = meta_split(data, seed)
     if method in ("bads", "bads_preset"):
         chosen = defaults_config(config) if method == "bads" else config
-        base, key = float(sampler_config(chosen).step_size), "step_size"
+        step = sampler_config(chosen).step_size
+        base, key = float(CYCLE_PEAK if step == "auto" else step), "step_size"  # "auto": tune the cycle's peak
     else:
         base, key = float(method_settings(config, method, steps, preset, fraction["value"]).get("lr", 1e-3)), "lr"
     results = {}

@@ -15,14 +15,16 @@ from .errors import ConfigError
 MAX_CONFIG_BYTES = 1 << 20  # a scenario file is a few hundred bytes; anything near this is not one
 DATA_BOUNDS = {"seed": (0, SEED_MAX), "meta_per_class": (1, 10 ** 6), "test_per_class": (0, 10 ** 6),
                "n_train": (1, 10 ** 9), "n_test": (1, 10 ** 9), "in_domain_train": (0, 10 ** 9),
-               "max_length": (1, 10 ** 6)}
+               "max_length": (1, 10 ** 6), "probes_per_class": (0, 10 ** 6)}
 
 DATA_KEYS = {"source": str, "path": str, "seed": int, "noise": (str, type(None)), "noise_rate": float,
              "meta_per_class": int, "test_per_class": int, "imbalance_factor": (float, type(None)),
              "n_train": int, "n_test": int,
              # data.source = "reviews" (pyro_dps.data.text.reviews_splits)
              "target_domain": str, "in_domain_train": int, "cache": str, "max_length": int,
-             "features": str}
+             "features": str,
+             # probe examples (pyro_dps.probes): meta examples per class appended to D_t as a self-check
+             "probes_per_class": int}
 NETWORK_KEYS = {"kind": str, "hidden": list, "depth": int, "width": int}
 BASELINE_KEYS = {"steps": (int, type(None)), "lr": float, "optimizer": str, "batch_size": int, "weight_decay": float}
 SAMPLER_KEYS = {f.name for f in fields(SamplerConfig)}
@@ -30,7 +32,7 @@ SAMPLER_KEYS = {f.name for f in fields(SamplerConfig)}
 DEMO = {
     "name": "digits-denoising",
     "data": {"source": "digits", "seed": 0, "noise": "symmetric", "noise_rate": 0.5, "meta_per_class": 10,
-             "test_per_class": 30},
+             "test_per_class": 30, "probes_per_class": 2},
     "network": {"kind": "mlp", "hidden": [128]},
     "model": {"file": "bads", "hyper": {}},  # the model's own defaults: beta = "auto", rho_m from the sizes
     "sampler": {"chains": 4},  # the rest: SamplerConfig's defaults (docs/defaults.md)
@@ -79,7 +81,8 @@ def validate_config(config: dict) -> dict:
     _check_types(data, DATA_KEYS, "data")
     if data.get("source", "digits") != "digits" and "path" not in data:
         raise ConfigError(f"data.path is required for data.source = {data['source']!r}")
-    out["data"] = {**(out["data"] if data.get("source", "digits") == "digits" else {}), **data}
+    inherited = {k: v for k, v in out["data"].items() if k != "probes_per_class"}  # probes: off unless asked for
+    out["data"] = {**(inherited if data.get("source", "digits") == "digits" else {}), **data}
     network = config.get("network", {})
     _check_types(network, NETWORK_KEYS, "network")
     out["network"] = {**out["network"], **network} if network.get("kind", "mlp") == "mlp" else dict(network)
@@ -118,6 +121,10 @@ def _check_data(data: dict) -> None:
     for key in ("path", "cache"):
         if key in data and not data[key].strip():
             raise ConfigError(f"data.{key} must be a non-empty path, got {data[key]!r}")
+    probes, meta = data.get("probes_per_class"), data.get("meta_per_class")
+    if probes and isinstance(meta, int) and probes >= meta:
+        raise ConfigError(f"data.probes_per_class = {probes} must be below data.meta_per_class = {meta}: every "
+                          "class keeps at least one meta example")
     factor = data.get("imbalance_factor")
     if factor is not None:
         check_real(factor, "data.imbalance_factor", 1.0, 1e6)

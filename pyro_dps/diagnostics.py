@@ -11,10 +11,16 @@ the mean. `_STAT_FUNCTIONS` is the one place that picks the 0.x (`arviz.rhat/ess
 
 Thresholds (`Thresholds`, all stated in the report):
 - R-hat: > 1.01 warns, > 1.05 fails. For the N_t weights the check fails when more than 5% of them
-  (`max_bad_fraction`) exceed 1.05 and warns when any exceeds 1.01; a scalar fails/warns on its own value.
+  (`max_bad_fraction`) exceed 1.05, and warns when more of them exceed 1.01 than chance alone explains;
+  a scalar fails/warns on its own value.
 - ESS (bulk and tail): below 100 PER CHAIN (`ess_floor` x chains: 400 for 4 chains, as Vehtari et al.
   2021 ask, so that R-hat itself is reliable) warns; for the weights the check fails when more than 5% of
-  them are below the floor.
+  them are below the floor, and warns when more are below it than chance alone explains.
+- Chance, for thousands of weights: even independent, perfectly mixed draws put some quantities past a
+  threshold (at 100 draws per chain about half of them have ESS below 100 per chain, and a few percent
+  R-hat above 1.01). `chance_rates` measures that fraction on independent normal draws of the run's own
+  shape (the rank-normalised statistics do not depend on the distribution), and a weights check warns
+  only when its count is improbable under it (binomial tail below `Thresholds.chance_level`, 1%).
 - Parameter-space scalars (`theta_norm`) are reported but not checked: a network's permutation
   symmetries give every chain its own, equivalent mode, so |theta| cannot agree across chains however
   well the function they compute mixes. Convergence is checked on function-space quantities: the weights,
@@ -25,6 +31,7 @@ Weights whose draws are all identical in every chain (R-hat undefined) count as 
 """
 from __future__ import annotations
 
+import functools
 import math
 import warnings
 from dataclasses import dataclass, field
@@ -67,6 +74,7 @@ class Thresholds:
     rhat_fail: float = 1.05
     ess_floor: float = 100.0  # per chain
     max_bad_fraction: float = 0.05
+    chance_level: float = 0.01  # a weights count warns when chance gives one as high with lower probability
 
     def ess_needed(self, chains: int) -> float:
         """The ESS a quantity needs over all `chains` together (the per-chain floor times the chains)."""
@@ -191,6 +199,35 @@ def _diagnosed_variables(data) -> tuple[xr.Dataset, str | None]:
     return ds, wname
 
 
+CHANCE_QUANTITIES = 1000  # independent quantities simulated per (chains, draws) (a few seconds with ArviZ 0.x)
+
+
+@functools.lru_cache(maxsize=16)
+def chance_rates(chains: int, draws: int, rhat_warn: float, ess_floor: float) -> dict[str, float]:
+    """How often independent, perfectly mixed quantities have R-hat above `rhat_warn` and bulk / tail ESS
+    below `ess_floor` per chain at `chains` x `draws`: measured on iid normal draws (a fixed seed), each rate
+    as the upper end of its 95% Clopper-Pearson interval, so that simulation noise never makes a check warn."""
+    from scipy.stats import beta
+
+    x = np.random.default_rng(0).normal(size=(chains, draws, CHANCE_QUANTITIES))
+    ds = xr.Dataset({"x": (("chain", "draw", "q"), x)})
+    functions = _stat_functions()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        past = {"rhat": functions["rhat"](ds)["x"].values > rhat_warn,
+                **{kind: functions[kind](ds)["x"].values < ess_floor * chains for kind in ("ess_bulk", "ess_tail")}}
+    return {kind: float(beta.ppf(0.95, k + 1, CHANCE_QUANTITIES - k)) if k < CHANCE_QUANTITIES else 1.0
+            for kind, k in ((kind, int(flags.sum())) for kind, flags in past.items())}
+
+
+def beyond_chance(count: int, n: int, rate: float, level: float) -> bool:
+    """Whether `count` of `n` quantities past a threshold is improbable (P < `level`) when each is past it
+    with probability `rate` by chance alone."""
+    from scipy.stats import binom
+
+    return count > 0 and float(binom.sf(count - 1, n, rate)) < level
+
+
 def _worst(statuses: list[str]) -> str:
     return max(statuses, key=STATUSES.index) if statuses else "pass"
 
@@ -224,26 +261,32 @@ def summary(data, thresholds: Thresholds | None = None) -> list[Check]:
         over_fail = int(np.sum(assessed & ~(rhat <= th.rhat_fail)))  # NaN R-hat of a varying weight counts as bad
         over_warn = int(np.sum(assessed & ~(rhat <= th.rhat_warn)))
         frac_fail = over_fail / n
-        status = "fail" if frac_fail > th.max_bad_fraction else ("warn" if over_warn else "pass")
+        chance = chance_rates(diag.chains, diag.draws, th.rhat_warn, th.ess_floor)
+        n_assessed = int(assessed.sum())
+        warn = beyond_chance(over_warn, n_assessed, chance["rhat"], th.chance_level)
+        status = "fail" if frac_fail > th.max_bad_fraction else ("warn" if warn else "pass")
         checks.append(Check(
             "R-hat of weights", status, f"{100 * (1 - frac_fail):.1f}% < {th.rhat_fail}; max {np.nanmax(rhat):.3f}"
             if np.isfinite(rhat).any() else "not computable",
-            f"fail if > {100 * th.max_bad_fraction:.0f}% of weights exceed {th.rhat_fail}; warn if any exceeds "
-            f"{th.rhat_warn}",
-            f"{over_fail} of {n} weights have R-hat > {th.rhat_fail}, {over_warn} > {th.rhat_warn}"
+            f"fail if > {100 * th.max_bad_fraction:.0f}% of weights exceed {th.rhat_fail}; warn if more exceed "
+            f"{th.rhat_warn} than chance explains",
+            f"{over_fail} of {n} weights have R-hat > {th.rhat_fail}, {over_warn} > {th.rhat_warn} (chance alone: "
+            f"{100 * chance['rhat']:.1f}% of perfectly mixed ones at {diag.draws} draws per chain)"
             + (f"; {int(const.sum())} have identical draws in every chain" if const.any() else "")))
         floor = th.ess_needed(diag.chains)
         for kind in ("ess_bulk", "ess_tail"):
             ess = w[kind].to_numpy()
             low = int(np.sum(assessed & ~(ess >= floor)))
-            status = "fail" if low / n > th.max_bad_fraction else ("warn" if low else "pass")
+            warn = beyond_chance(low, n_assessed, chance[kind], th.chance_level)
+            status = "fail" if low / n > th.max_bad_fraction else ("warn" if warn else "pass")
             label = "bulk" if kind == "ess_bulk" else "tail"
             checks.append(Check(
                 f"{label} ESS of weights", status,
                 f"median {np.nanmedian(ess):.0f}; min {np.nanmin(ess):.0f}" if np.isfinite(ess).any() else "n/a",
                 f"fail if > {100 * th.max_bad_fraction:.0f}% of weights below {floor:.0f} ({th.ess_floor:.0f} "
-                f"per chain); warn if any below",
-                f"{low} of {n} weights have {label} ESS < {floor:.0f} ({diag.chains * diag.draws} draws)"))
+                f"per chain); warn if more are below than chance explains",
+                f"{low} of {n} weights have {label} ESS < {floor:.0f} ({diag.chains * diag.draws} draws; chance "
+                f"alone: {100 * chance[kind]:.1f}% of perfectly mixed ones)"))
     checks += _scalar_checks(diag, th)
     return checks
 

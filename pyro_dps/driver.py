@@ -42,14 +42,14 @@ class SamplerConfig:
     """How to sample: kernel and its settings, chains, warm-up, draws, thinning, batches, device."""
 
     kernel: str = "psgld"
-    step_size: Any = 1e-3
+    step_size: Any = "auto"  # "auto": cyclical, one cycle per kept draw (pyro_dps/run_length.py); a number; a schedule
     local_step_size: Any = None
     temperature: float = 0.01  # cold posterior (docs/defaults.md): 1 is the posterior itself
     kernel_kwargs: dict = field(default_factory=dict)
     chains: int = 4
     warmup: int | str = "auto"  # steps; "auto": max(2000 steps, 10 epochs) (pyro_dps/run_length.py)
-    samples: int = 100
-    thin: int | str = "auto"  # steps between kept draws; "auto": one epoch
+    samples: int = 250  # per chain: ESS >= 100 per chain needs well over 100 draws (diagnostics.chance_rates)
+    thin: int | str = "auto"  # steps between kept draws; "auto": one epoch, at least 32 steps
     batch_size: int = 128
     meta_batch_size: int | None = None
     snapshots: int = 10
@@ -76,7 +76,7 @@ class SamplerConfig:
         self._check_counts(problem)
         length = self._length(problem)
         total = length.warmup + self.samples * length.thin
-        check_schedule(self.step_size, "step_size", total)
+        check_schedule(length.step_size, "step_size", total)
         if self.local_step_size is not None:
             check_schedule(self.local_step_size, "local_step_size", total)
         check_real(self.temperature, "temperature", 0.0, MAX_TEMPERATURE)

@@ -98,15 +98,18 @@ def write_json(path: Path, document: dict) -> None:
 
 
 def write_weights_csv(path: Path, summary: dict[str, np.ndarray], labels: np.ndarray,
-                      clean: np.ndarray | None, example_ids: np.ndarray | None = None) -> None:
-    """One row per training example: index, label, clean flag, posterior mean, sd, 5% and 95% quantiles."""
+                      clean: np.ndarray | None, example_ids: np.ndarray | None = None,
+                      flagged: np.ndarray | None = None) -> None:
+    """One row per training example: index, label, clean flag, posterior mean, sd, 5% and 95% quantiles.
+    `flagged`: the rows that get a clean flag (default all); the others (probe examples) leave it empty."""
     n = len(summary["mean"])
     ids = np.arange(n) if example_ids is None else example_ids
+    flagged = np.ones(n, bool) if flagged is None else np.asarray(flagged, bool)
     with path.open("w", newline="") as fh:
         out = csv.writer(fh)
         out.writerow(["index", "label", "clean", "mean", "sd", "q05", "q95"])
         for i in range(n):
-            flag = "" if clean is None else int(bool(clean[i]))
+            flag = "" if clean is None or not flagged[i] else int(bool(clean[i]))
             out.writerow([int(ids[i]), int(labels[i]), flag, f"{summary['mean'][i]:.6f}", f"{summary['sd'][i]:.6f}",
                           f"{summary['q05'][i]:.6f}", f"{summary['q95'][i]:.6f}"])
 

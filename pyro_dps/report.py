@@ -4,7 +4,9 @@ nothing fetched), built from a run directory's own files: metrics.json, draws.nc
     pyro-dps report runs/demo                  # writes runs/demo/report.html and report.selection.csv
     write_report("runs/demo", "/tmp/r.html")   # and /tmp/r.selection.csv
 
-Sections (HTML ids): config, diagnostics, weights, trusted, uncertain, selection, metrics.
+Sections (HTML ids): config, diagnostics, weights, trusted, uncertain, selection, metrics; and probes, the
+self-check with probe examples, when the run had them (`pyro_dps.probes`). Probe examples are left out of
+every other section: those report on the user's own training examples only.
 The page is bounded whatever N_t: galleries show N_SHOW examples, tables at most MAX_LEVELS groups,
 plots at most MAX_POINTS examples; the full per-example table is the CSV beside the page. The report
 never reads data from outside the run directory: the run stores the shown examples' thumbnails (or
@@ -32,11 +34,13 @@ from .arviz_data import ARVIZ_VERSION, RunDirError, arviz_line, example_groups, 
 from .diagnostics import Thresholds, diagnose, overall, plot_diagnostic_histograms, plot_rank, plot_trace, \
     plot_weights_by_group, summary, worst_examples
 from .outputs import write_atomic
+from .probes import NOT_PROBE, PROBE_GROUP, ProbeSet, non_probe_mask, probe_report, probes_from_group
 from .errors import DPSError
 from .selection import beta_budget, chain_jaccard, credible_interval, jaccard, mean_offdiagonal, probability_rule, \
     select_budget, select_by_probability, selection_table, top_beta_rule
 
 SECTIONS = ["config", "diagnostics", "weights", "trusted", "uncertain", "selection", "metrics"]
+PROBE_SECTION = "probes"  # shown (after "selection") when the run had probe examples
 N_SHOW = 12  # examples shown per gallery
 MAX_LEVELS = 50  # group levels shown per grouping in the table (the largest ones)
 MAX_ROWS = 100  # rows of any other table (configuration keys, methods, metrics)
@@ -130,17 +134,19 @@ def save_gallery_examples(run_dir: str | os.PathLike, data, echo: Callable[[str]
     run_dir = Path(run_dir)
     try:
         ds, metrics = load_run(run_dir)
+        ds, _ = split_probes(ds)  # the report's positions: the user's own examples
         plan = _plan(np.asarray(ds["weights"].transpose("chain", "draw", "example").values, dtype=np.float64),
                      metrics.get("config", {}) or {}, ds)
         pos = gallery_positions(plan)
+        rows = np.flatnonzero(non_probe_mask(data))[pos]  # the rows of D_t at those positions
         arrays = {"position": pos.astype(np.int64), "example": np.asarray(ds["example"].values)[pos]}
         if data.y_train_true is not None:
-            arrays["true_label"] = data.y_train_true.numpy()[pos]
+            arrays["true_label"] = data.y_train_true.numpy()[rows]
         texts = getattr(data, "texts_train", None)
         if texts is not None:
-            arrays["text"] = np.array([str(texts[int(p)])[:MAX_TEXT] for p in pos], dtype=f"<U{MAX_TEXT}")
+            arrays["text"] = np.array([str(texts[int(r)])[:MAX_TEXT] for r in rows], dtype=f"<U{MAX_TEXT}")
         else:
-            images = [_as_image(data.x_train[int(p)].numpy()) for p in pos]
+            images = [_as_image(data.x_train[int(r)].numpy()) for r in rows]
             if pos.size and all(img is not None and img.shape == images[0].shape for img in images):
                 arrays["image"] = np.stack(images)
         path = run_dir / EXAMPLES_FILE
@@ -341,6 +347,7 @@ def build_report(run_dir: str | os.PathLike, run_label: str | None = None,
 def _build(run_dir: Path, run_label: str | None, thresholds: Thresholds | None, csv_name: str):
     """(HTML text, full per-example selection table) of a run directory."""
     ds, metrics = _load(run_dir)
+    ds, probes = split_probes(ds)
     config = metrics.get("config", {}) or {}
     th = thresholds or Thresholds()
     data = to_arviz(ds)
@@ -361,16 +368,43 @@ def _build(run_dir: Path, run_label: str | None, thresholds: Thresholds | None, 
              f"<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">"
              f"<title>BADS report: {_esc(_cell(title))}</title><style>{CSS}</style></head><body>",
              f"<header><h1>Bayesian data point selection: {_esc(_cell(title))}</h1>"
-             f"<p>run {_esc(_cell(label))} &middot; {n} training examples &middot; {diag.chains} chains &times; "
+             f"<p>run {_esc(_cell(label))} &middot; {n} training examples"
+             + (f" (+ {probes[0].shape[-1]} probe examples)" if probes else "")
+             + f" &middot; {diag.chains} chains &times; "
              f"{diag.draws} draws &middot; ArviZ {_esc(ARVIZ_VERSION)} ({arviz_line()}) &middot; generated {now}</p>"
              f"</header>",
-             "<nav>" + "".join(f'<a href="#{s}">{s}</a>' for s in SECTIONS) + "</nav><main>",
+             "<nav>" + "".join(f'<a href="#{s}">{s}</a>' for s in _sections(probes is not None)) + "</nav><main>",
              _config_section(config, metrics), _diagnostics_section(diag, checks, th, diag_data, n, sampled),
              _weights_section(data, groups, plan),
              _gallery_sections(plan, ids, groups, info, n)]
     table = selection_table(draws, ids, groups, plan.keep_top, tau=plan.tau, threshold=plan.cut, interval=0.9)
-    parts += [_selection_section(plan, draws, groups, csv_name), _metrics_section(metrics), "</main></body></html>"]
+    parts += [_selection_section(plan, draws, groups, csv_name),
+              _probe_section(*probes, plan.tau, plan.q, config) if probes else "",
+              _metrics_section(metrics), "</main></body></html>"]
     return "\n".join(parts), table
+
+
+def _sections(with_probes: bool) -> list[str]:
+    """The page's section ids in order (the probe section after the selection, when the run had probes)."""
+    if not with_probes:
+        return list(SECTIONS)
+    at = SECTIONS.index("selection") + 1
+    return SECTIONS[:at] + [PROBE_SECTION] + SECTIONS[at:]
+
+
+def split_probes(ds):
+    """(the draws Dataset of the user's own examples, (probe rows' draws (chain, draw, P), ProbeSet over
+    them) or None): a run with probe examples keeps them in the `probe` coordinate (1 good, 2 corrupted)."""
+    if PROBE_GROUP not in ds.coords or ds[PROBE_GROUP].dims != ("example",):
+        return ds, None
+    status = np.asarray(ds[PROBE_GROUP].values)
+    probes = probes_from_group(status)
+    own = ds.isel(example=np.flatnonzero(status == NOT_PROBE)).drop_vars(PROBE_GROUP)
+    if len(probes) == 0:
+        return own, None
+    w = ds["weights"].isel(example=probes.rows).transpose("chain", "draw", "example").values
+    k = len(probes.good)
+    return own, (np.asarray(w, dtype=np.float64), ProbeSet(np.arange(k), np.arange(k, len(probes))))
 
 
 def _cell(value: Any) -> str:
@@ -533,6 +567,73 @@ def _selection_section(plan: _Plan, draws: np.ndarray, groups: dict, csv_name: s
             + f'<p>The full selection table is the file <code class="csv">{_esc(csv_name)}</code> beside '
               "this page (not embedded, so the page stays small whatever N_t): one row per example with groups, "
               f"mean, 90% interval, P(w &gt; {plan.tau:g}), the top-beta decision and the uncertain flag.</p>"
+              "</section>")
+
+
+def plot_reliability(table: list[dict], ece: float | None, tau: float):
+    """The probes' reliability diagram: fraction of good probes against mean P(w > tau) per bin (left), and
+    the probes per bin (right)."""
+    from matplotlib.figure import Figure  # no pyplot: the caller's backend is left alone
+
+    fig = Figure(figsize=(9, 3.6))
+    left, right = fig.subplots(1, 2)
+    full = [b for b in table if b["count"]]
+    left.plot([0, 1], [0, 1], ls="--", color="gray", lw=1, label="calibrated")
+    left.plot([b["mean_p"] for b in full], [b["fraction_good"] for b in full], "o-", color="tab:blue",
+              label=f"probes (ECE {ece:.3f})" if ece is not None else "probes")
+    for b in full:
+        left.annotate(str(b["count"]), (b["mean_p"], b["fraction_good"]), textcoords="offset points",
+                      xytext=(4, -10), fontsize=8)
+    left.set(xlim=(-0.03, 1.03), ylim=(-0.03, 1.03), xlabel=f"mean P(w > {tau:g}) in the bin",
+             ylabel="fraction of good probes")
+    left.legend(fontsize=8, loc="upper left")
+    centers = [(b["lower"] + b["upper"]) / 2 for b in table]
+    width = table[0]["upper"] - table[0]["lower"] if table else 0.1
+    good = np.array([round(b["count"] * b["fraction_good"]) if b["count"] else 0 for b in table])
+    bad = np.array([b["count"] for b in table]) - good
+    right.bar(centers, good, width=0.9 * width, color="tab:blue", label="good")
+    right.bar(centers, bad, width=0.9 * width, bottom=good, color="tab:red", label="corrupted")
+    right.set(xlim=(0, 1), xlabel=f"P(w > {tau:g})", ylabel="probes")
+    right.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def _probe_section(w: np.ndarray, probes: ProbeSet, tau: float, q: float, config: dict) -> str:
+    """Self-check with probe examples: how well the weights tell the known-good probes from their corrupted
+    copies (AUROC, the selection rule's precision/recall, calibration of P(w > tau), the calibrated q)."""
+    r = probe_report(w, probes, tau, q)
+    per_class = (config.get("data") or {}).get("probes_per_class")
+    how = f"{per_class} per class, " if isinstance(per_class, int) else ""
+    rows = [["AUROC of the posterior mean (good vs corrupted)", _fmt(r["auroc"], 3),
+             "1: every good copy weighs more than every corrupted one; 0.5: chance"],
+            [f"selected by P(w &gt; {tau:g}) &ge; {q:g}", f"{r['selected']} of {len(probes)}",
+             "the rule of the selection section"],
+            ["precision", _fmt(r["precision"], 3), "good probes among the selected ones"],
+            ["recall", _fmt(r["recall"], 3), "selected probes among the good ones"],
+            ["mean weight, good / corrupted",
+             f"{_fmt(r['mean_weight_good'], 3)} / {_fmt(r['mean_weight_bad'], 3)}", ""],
+            ["ECE", _fmt(r["ece"], 3), f"mean gap between P(w &gt; {tau:g}) and the fraction of good probes "
+                                      "at that probability (0: calibrated)"],
+            [f"calibrated q (precision &ge; {r['target_precision']:g})",
+             "none in 0, 0.01, ..., 1" if r["calibrated_q"] is None else f"{r['calibrated_q']:g} "
+             f"(recall {_fmt(r['calibrated_recall'], 3)})",
+             "the smallest q whose rule reaches that precision on the probes"]]
+    bins = [[f"[{b['lower']:.1f}, {b['upper']:.1f}{']' if b['upper'] >= 1 else ')'}", str(b["count"]),
+             _fmt(b["mean_p"], 3), _fmt(b["fraction_good"], 3)] for b in r["reliability"]]
+    return (f'<section id="{PROBE_SECTION}"><h2>Self-check with probe examples</h2>'
+            f"<p>Before the run, {r['n_good']} curated examples ({how}taken out of the meta set) were added to "
+            "the training set twice: once as they are (known good) and once with a wrong label (known corrupted). "
+            "The sampler is not told which copy is which, so how well the weights tell them apart is a check of "
+            "the weights on this data set. The probes are left out of every other number on this page.</p>"
+            + _table(["check", "value", "meaning"], rows)
+            + _figure(_figure_uri(plot_reliability(r["reliability"], r["ece"], tau)), "reliability diagram",
+                      f"Reliability of P(w &gt; {tau:g}) on the probes: per bin of the probability, the fraction "
+                      "of good probes (numbers: probes in the bin); on the dashed line the probability is "
+                      "calibrated.")
+            + _table(["P(w &gt; tau) bin", "probes", "mean P", "fraction good"], bins)
+            + f'<p class="note">With {len(probes)} probes, one probe more or less moves the precision or a '
+              "bin's fraction by a large step: these are rough numbers; more probes per class make them finer.</p>"
               "</section>")
 
 

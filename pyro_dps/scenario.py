@@ -21,6 +21,7 @@ from .errors import ConfigError
 from .fingerprint import file_digest
 from .metrics import accuracy, noise_auroc
 from .model_loader import load_model
+from .probes import PROBE_GROUP, add_probes, non_probe_mask, probe_report, probes_from_group
 from .networks import NETWORKS
 from .run_length import resolve_length
 from .outputs import check_writable, metrics_document, plain, plot_weights_by_group, write_json, \
@@ -39,8 +40,22 @@ def _call_builder(builder, spec: dict, source: str) -> DataSplits:
 
 
 def build_data(spec: dict) -> DataSplits:
-    """The scenario's train/meta/test splits from its [data] table."""
+    """The scenario's train/meta/test splits from its [data] table; with `probes_per_class`, probe examples
+    moved from D_m to D_t (`pyro_dps.probes.add_probes`; the rows are in `groups["probe"]`)."""
     spec = dict(spec)
+    per_class = spec.pop("probes_per_class", 0)
+    data = _source_data(spec)
+    if not per_class:
+        return data
+    try:
+        return add_probes(data, per_class, spec.get("seed", 0))[0]
+    except ConfigError as exc:
+        raise ConfigError(f"data.{exc}" if str(exc).startswith("probes_per_class") else
+                          f"data.probes_per_class: {exc}") from None
+
+
+def _source_data(spec: dict) -> DataSplits:
+    """The splits of the [data] table's source, built by its builder."""
     if spec.get("noise") == "none":  # TOML has no null
         spec["noise"] = None
     source = spec.pop("source", "digits")
@@ -154,7 +169,9 @@ def _run(config, out, seed, device, chains, progress, echo, resume, checkpoint_e
     problem = Problem(build_network(config["network"], data), data.x_train, data.y_train, data.x_meta, data.y_meta)
     length = resolve_length(sampler, data.n_train)
     total_steps = length.warmup + length.samples * length.thin
-    echo(f"[{config['name']}] N_t={data.n_train} N_m={data.n_meta} N_test={data.n_test} "
+    keep = non_probe_mask(data)
+    probe_note = f" (of which {int((~keep).sum())} probe examples)" if not keep.all() else ""
+    echo(f"[{config['name']}] N_t={data.n_train}{probe_note} N_m={data.n_meta} N_test={data.n_test} "
          f"kernel={sampler.kernel} chains={sampler.chains} steps/chain={total_steps}")
     posterior = fit(model, problem, model_hyper(model, config["model"]["hyper"]), sampler, resume=resume,
                     comm=comm, fingerprint=run_identity(config, data_spec) if out is not None else None, **side)
@@ -167,11 +184,12 @@ def _run(config, out, seed, device, chains, progress, echo, resume, checkpoint_e
         methods[name] = _run_baseline(name, settings, config, data, sampler, seed, total_steps, posterior.hyper)
     summary = posterior.weight_summary()
     clean = None if data.clean is None else data.clean.numpy()
-    weights = {"noise_auroc": noise_auroc(summary["mean"], clean),
-               "mean_weight_clean": float(summary["mean"][clean].mean()) if clean is not None else float(summary["mean"].mean()),
-               "mean_weight_noisy": float(summary["mean"][~clean].mean()) if clean is not None and (~clean).any() else float("nan")}
-    document = metrics_document(data.name if config["name"] == "custom" else config["name"], methods, weights)
+    document = metrics_document(data.name if config["name"] == "custom" else config["name"], methods,
+                                weight_metrics(summary["mean"], data))
     document["mean_weight_by_group"] = mean_weight_by_group(summary["mean"], data)
+    probes = probe_metrics(posterior, data)
+    if probes is not None:
+        document["probes"] = probes
     # the run length as run ("auto" resolved), so that readers (to_arviz's step sizes, the report) need not redo the rule
     document["config"] = {**config, "sampler": config_dict(length), "data": data_spec}
     document.update(model_record(posterior))
@@ -179,11 +197,12 @@ def _run(config, out, seed, device, chains, progress, echo, resume, checkpoint_e
     if out is not None:
         with staged_directory(out, overwrite) as stage:
             write_json(stage / "metrics.json", document)
-            write_weights_csv(stage / "weights.csv", summary, data.y_train.numpy(), clean)
+            write_weights_csv(stage / "weights.csv", summary, data.y_train.numpy(), clean, flagged=keep)
             posterior.save_draws(stage / "draws.nc", example_coords(data))
             save_posterior_state(stage / STATE_FILE, posterior, config, tuple(data.x_train.shape[1:]),
                                  data.num_classes)
-            plot_weights_by_group(stage / "weights_by_group.png", summary["mean"], data.y_train.numpy(), clean,
+            plot_weights_by_group(stage / "weights_by_group.png", summary["mean"][keep],
+                                  data.y_train.numpy()[keep], None if clean is None else clean[keep],
                                   title=f"{document['scenario']}: posterior mean weights")
             from .report import save_gallery_examples, write_run_report  # failures of the report only warn
 
@@ -200,6 +219,8 @@ def run_identity(config: dict, data_spec: dict) -> dict:
     """What a checkpoint of this scenario must match beyond the sampler's own fingerprint: the resolved
     [data], [network] and [model] tables and a SHA-256 of every data file they read."""
     files = {}
+    if data_spec.get("probes_per_class") == 0:  # 0 is no probes: the same run as one without the key
+        data_spec = {k: v for k, v in data_spec.items() if k != "probes_per_class"}
     path = data_spec.get("path")
     if isinstance(path, str) and Path(path).exists():
         files["data.path"] = file_digest(path)
@@ -229,13 +250,42 @@ def _run_baseline(name: str, settings: dict, config: dict, data: DataSplits, sam
             "test_accuracy_ensemble": None, "seconds": time.perf_counter() - start}
 
 
+def weight_metrics(mean: np.ndarray, data: DataSplits) -> dict[str, float | None]:
+    """metrics.json's "weights": noise AUROC and mean weight of clean and corrupted examples, on the user's own
+    rows of D_t only (probe examples never count in the training result)."""
+    keep = non_probe_mask(data)
+    mean = np.asarray(mean)[keep]
+    clean = None if data.clean is None else data.clean.cpu().numpy()[keep]
+    return {"noise_auroc": noise_auroc(mean, clean),
+            "mean_weight_clean": float(mean[clean].mean()) if clean is not None else float(mean.mean()),
+            "mean_weight_noisy": float(mean[~clean].mean()) if clean is not None and (~clean).any()
+            else float("nan")}
+
+
 def mean_weight_by_group(mean: np.ndarray, data: DataSplits) -> dict[str, dict[str, float]]:
-    """Posterior mean weight averaged within each label and each group of `data.groups` (e.g. review domains)."""
+    """Posterior mean weight averaged within each label and each group of `data.groups` (e.g. review domains),
+    over the user's own rows of D_t (probe examples, and their `probe` group, left out)."""
+    keep = non_probe_mask(data)
+    mean = np.asarray(mean)[keep]
     out = {}
     for key, ids in {"label": data.y_train, **data.groups}.items():
-        ids = ids.cpu().numpy()
+        if key == PROBE_GROUP:
+            continue
+        ids = ids.cpu().numpy()[keep]
         out[key] = {str(g): float(mean[ids == g].mean()) for g in np.unique(ids)}
     return out
+
+
+def probe_metrics(posterior: Posterior, data: DataSplits, tau: float = 0.5, q: float = 0.9) -> dict | None:
+    """metrics.json's "probes": `probes.probe_report` of the run's weight draws on the probe rows, at the
+    report's selection rule P(w > tau) >= q; None without probes or per-example weight draws."""
+    if PROBE_GROUP not in data.groups:
+        return None
+    w = posterior.draws.weights()
+    if w.sizes.get("example", 0) != data.n_train:  # a weight-network run keeps no per-example draws
+        return None
+    draws = np.asarray(w.transpose("chain", "draw", "example").values)
+    return plain(probe_report(draws, probes_from_group(data.groups[PROBE_GROUP].cpu().numpy()), tau, q))
 
 
 def _bads_metrics(posterior: Posterior, data: DataSplits) -> dict:
@@ -271,4 +321,11 @@ def result_table(document: dict) -> str:
         auroc = "-" if w["noise_auroc"] is None else f"{w['noise_auroc']:.4f}"
         lines.append(f"noise AUROC of posterior mean weights: {auroc}; mean weight clean "
                      f"{w['mean_weight_clean']:.3f}, corrupted {w['mean_weight_noisy']:.3f}")
+    p = document.get("probes")
+    if p:
+        def num(v):
+            return "-" if v is None else f"{v:.3f}"
+        lines.append(f"probe self-check ({p['n_good']} good, {p['n_bad']} corrupted): AUROC {num(p['auroc'])}, "
+                     f"P(w > {p['tau']:g}) >= {p['q']:g} precision {num(p['precision'])} recall {num(p['recall'])}, "
+                     f"ECE {num(p['ece'])}")
     return "\n".join(lines)

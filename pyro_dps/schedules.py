@@ -31,13 +31,16 @@ class Polynomial:
 
 @dataclass(frozen=True)
 class Cyclical:
-    """eps(t) = eps0 / 2 * (cos(pi * (t mod L) / L) + 1), cyclical SG-MCMC (Zhang et al. 2020)."""
+    """eps(t) = eps0 / 2 * (cos(pi * ((t - offset) mod L) / L) + 1), cyclical SG-MCMC (Zhang et al. 2020); a cycle
+    starts at every step t = offset + k L, so the smallest step of each cycle is t = offset + (k + 1) L - 1."""
 
     eps0: float
     cycle_length: int
+    offset: int = 0
 
     def __call__(self, t: int) -> float:
-        return self.eps0 / 2 * (math.cos(math.pi * (t % self.cycle_length) / self.cycle_length) + 1)
+        phase = (t - self.offset) % self.cycle_length
+        return self.eps0 / 2 * (math.cos(math.pi * phase / self.cycle_length) + 1)
 
 
 def make_schedule(spec) -> "Constant | Polynomial | Cyclical":

@@ -37,7 +37,12 @@ def test_demo_writes_the_contract(demo_run):
     np.testing.assert_allclose([float(r["mean"]) for r in rows], mean, atol=2e-6)
     q05 = np.array([float(r["q05"]) for r in rows])
     q95 = np.array([float(r["q95"]) for r in rows])
-    assert (q05 <= mean + 1e-6).all() and (mean <= q95 + 1e-6).all()
+    # the interval is the draws' own 5% and 95% quantiles (a weight kept in a few percent of the draws can
+    # have its mean above q95: a skewed posterior, not an error)
+    flat = draws["weights"].values.reshape(-1, len(rows)).astype(np.float64)
+    np.testing.assert_allclose(q05, np.quantile(flat, 0.05, axis=0), atol=2e-6)
+    np.testing.assert_allclose(q95, np.quantile(flat, 0.95, axis=0), atol=2e-6)
+    assert (q05 <= q95).all()
     assert (demo_run / "weights_by_group.png").stat().st_size > 10_000
 
 
@@ -49,3 +54,23 @@ def test_demo_quality_seed0(demo_run):
     assert doc["weights"]["noise_auroc"] >= 0.97
     assert doc["weights"]["mean_weight_clean"] > doc["weights"]["mean_weight_noisy"]
     assert math.isfinite(doc["methods"]["bads"]["seconds"])
+
+
+def test_demo_convergence_checks(demo_run):
+    """The default sampler (cyclical step size, 4 chains x 250 draws) mixes the function-space quantities that
+    move with theta: the meta loss and the log joint pass their R-hat and ESS checks (with the constant step
+    of 1e-3 the meta loss had R-hat 1.39, ESS 10). Fewer than 5% of the weights exceed R-hat 1.05 or miss the
+    ESS floor. Not asserted, because it does not hold (docs/defaults.md): `w_mean`, which the sum prior
+    pins to a posterior sd of about 1e-4, differs between chains by about one kept example of 1,437."""
+    from pyro_dps.arviz_data import to_arviz
+    from pyro_dps.diagnostics import diagnose, summary
+
+    diag = diagnose(to_arviz(demo_run))
+    checks = {c.name: c for c in summary(diag)}
+    for name in ("meta_loss", "lp"):
+        assert checks[f"R-hat of {name}"].status == "pass", checks[f"R-hat of {name}"]
+        assert checks[f"ESS of {name}"].status == "pass", checks[f"ESS of {name}"]
+    for name in ("R-hat of weights", "bulk ESS of weights", "tail ESS of weights"):
+        assert checks[name].status != "fail", checks[name]
+    assert diag.rhat_fraction(1.05) > 0.95
+    assert diag.draws == 250 and diag.chains == 4

@@ -241,6 +241,9 @@ def _toml_cases():
         # data settings
         "data: meta_per_class = 0": (lambda d: _cfg(d, TINY.replace("meta_per_class = 5", "meta_per_class = 0")),
                                      "meta_per_class"),
+        "data: probes_per_class = 5 of 5 meta": (
+            lambda d: _cfg(d, TINY.replace("meta_per_class = 5", "meta_per_class = 5\nprobes_per_class = 5")),
+            "data.probes_per_class"),
         "data: noise_rate = 1.5": (lambda d: _cfg(d, TINY.replace("noise_rate = 0.3", "noise_rate = 1.5")),
                                    "noise_rate"),
         "data: seed = -1": (lambda d: _cfg(d, TINY.replace("noise_rate = 0.3", "noise_rate = 0.3\nseed = -1")),

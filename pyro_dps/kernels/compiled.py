@@ -37,6 +37,12 @@ def check_compilable(potential, rule, local_rule, comm=None) -> None:
         raise ConfigError("compile = true is not available for sharded (torchrun) runs yet")
 
 
+def step_size_arg(eps: float) -> torch.Tensor:
+    """A step size as the compiled step's argument: a 0-d CPU tensor, so that a schedule's new value each step
+    does not make dynamo specialise on it and recompile (a Python float would, up to its recompile limit)."""
+    return torch.tensor(float(eps), dtype=torch.float64)
+
+
 def count_rejection(ok: torch.Tensor, rejected: torch.Tensor, run: torch.Tensor, max_run: torch.Tensor) -> None:
     """On the device: count a rejected step (`ok` false) in the total, the current run and the longest run
     (used by the eager step too)."""
@@ -48,7 +54,7 @@ def count_rejection(ok: torch.Tensor, rejected: torch.Tensor, run: torch.Tensor,
 
 def _step(potential, rule, local_rule, guard: bool, temperature: float, theta: torch.Tensor,
           theta_aux: dict[str, Any], table: torch.Tensor, table_aux: dict[str, torch.Tensor],
-          train_idx: torch.Tensor, meta_idx: torch.Tensor, w_sum: torch.Tensor, eps_t: float, eps_u: float,
+          train_idx: torch.Tensor, meta_idx: torch.Tensor, w_sum: torch.Tensor, eps_t: torch.Tensor, eps_u: torch.Tensor,
           noise_t: torch.Tensor | None, noise_u: torch.Tensor | None, counters: tuple[torch.Tensor, ...],
           u_clamp: float):
     """One step, mutating theta, the aux states, the table and the counters in place; returns (w_sum, stats)."""
@@ -77,7 +83,7 @@ def _step(potential, rule, local_rule, guard: bool, temperature: float, theta: t
 
 def _exact_step(potential, weights, rule, guard: bool, temperature: float, theta: torch.Tensor,
                 theta_aux: dict[str, Any], w_old: torch.Tensor, rest: torch.Tensor, labels: torch.Tensor | None,
-                train_idx: torch.Tensor, meta_idx: torch.Tensor, uniforms: torch.Tensor, eps_t: float,
+                train_idx: torch.Tensor, meta_idx: torch.Tensor, uniforms: torch.Tensor, eps_t: torch.Tensor,
                 noise_t: torch.Tensor | None, counters: tuple[torch.Tensor, ...]):
     """One step of `kernels/exact_step.py`: theta's gradient (torch.func.grad of `theta_log_joint`) with the
     batch's weights drawn exactly in between its forward and backward pass; mutates theta, its rule state

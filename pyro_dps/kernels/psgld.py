@@ -14,7 +14,6 @@ warm-up reached |theta| ~ 1e16 within 70 steps (benchmarks/quality.py --quick, s
 """
 from __future__ import annotations
 
-import math
 
 import torch
 
@@ -68,10 +67,10 @@ class PSGLDRule(UpdateRule):
         # G = 1 / (lam + sqrt(V / (1 - alpha^n))); n >= 1 wherever V > 0 (elsewhere V = 0 and g = 0)
         bias = torch.pow(self.alpha, aux["n"].clamp(min=1)).neg_().add_(1)
         precond = aux["v"].div(bias).sqrt_().add_(self.lam).reciprocal_()
-        x.addcmul_(precond, g, value=eps / 2)
+        x.add_(precond * g * (eps / 2))
         if temperature > 0:
             # no noise where no gradient has been seen yet (V = 0 would make G = 1/lambda, a huge jump)
-            x.addcmul_(precond.sqrt_().mul_(noisy), noise(x), value=math.sqrt(eps * temperature))
+            x.add_(precond.sqrt_().mul_(noisy) * noise(x) * (eps * temperature) ** 0.5)
 
 
 def psgld(potential, step_size, temperature: float = 1.0, local_step_size=None, alpha: float = 0.99,

@@ -6,7 +6,6 @@ alpha is the friction (1 - momentum); the gradient-noise estimate beta_hat is ta
 """
 from __future__ import annotations
 
-import math
 
 import torch
 
@@ -25,16 +24,16 @@ class SGHMCRule(UpdateRule):
 
     def apply(self, x, g, aux, eps, temperature, noise):
         v = aux["momentum"]
-        v.mul_(1 - self.friction).add_(g, alpha=eps)
+        v.mul_(1 - self.friction).add_(g * eps)
         if temperature > 0:
-            v.add_(noise(x), alpha=math.sqrt(2 * self.friction * eps * temperature))
+            v.add_(noise(x) * (2 * self.friction * eps * temperature) ** 0.5)
         x.add_(v)
 
     def apply_guarded(self, x, g, aux, eps, temperature, noise, ok):
         v, keep = aux["momentum"], ok.to(x.dtype)
-        v.mul_(torch.where(ok, 1 - self.friction, 1.0)).add_(torch.where(ok, g, 0.0), alpha=eps)
+        v.mul_(torch.where(ok, 1 - self.friction, 1.0)).add_(torch.where(ok, g, 0.0) * eps)
         if temperature > 0:
-            v.addcmul_(noise(x), keep, value=math.sqrt(2 * self.friction * eps * temperature))
+            v.add_(noise(x) * keep * (2 * self.friction * eps * temperature) ** 0.5)
         x.addcmul_(v, keep)
 
 

@@ -1,7 +1,6 @@
 """Stochastic-gradient Langevin dynamics (Welling & Teh 2011): x += eps/2 * g + sqrt(eps * T) * xi."""
 from __future__ import annotations
 
-import math
 
 import torch
 
@@ -13,14 +12,14 @@ class SGLDRule(UpdateRule):
         return {}
 
     def apply(self, x, g, aux, eps, temperature, noise):
-        x.add_(g, alpha=eps / 2)
+        x.add_(g * (eps / 2))
         if temperature > 0:
-            x.add_(noise(x), alpha=math.sqrt(eps * temperature))
+            x.add_(noise(x) * (eps * temperature) ** 0.5)
 
     def apply_guarded(self, x, g, aux, eps, temperature, noise, ok):
-        x.add_(torch.where(ok, g, 0.0), alpha=eps / 2)
+        x.add_(torch.where(ok, g, 0.0) * (eps / 2))
         if temperature > 0:
-            x.addcmul_(noise(x), ok.to(x.dtype), value=math.sqrt(eps * temperature))
+            x.add_(noise(x) * ok.to(x.dtype) * (eps * temperature) ** 0.5)
 
 
 def sgld(potential, step_size, temperature: float = 1.0, local_step_size=None, generator=None,
