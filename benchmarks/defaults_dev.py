@@ -31,6 +31,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 VARIANTS = {
     "defaults": ({}, {}),
+    "constant step 1e-3 (the default before 2026-12-03)": ({}, {"step_size": 1e-3}),
     "rho_m=1 (paper)": ({"rho_m": 1.0}, {}),
     "T=0.1": ({}, {"temperature": 0.1}),
     "T=0.001": ({}, {"temperature": 0.001}),

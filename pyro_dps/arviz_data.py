@@ -39,7 +39,10 @@ from .draws import FORMAT, FORMAT_ATTR, WEIGHT_DIMS, WEIGHTS_ATTR, read_groups, 
 from .errors import DataError
 
 try:  # arviz is a dependency; importing it here keeps the version decision in one place
-    import arviz as _az
+    from .quiet import arviz_import
+
+    with arviz_import():  # without ArviZ 0.x's import-time notice of its refactor (pyro-dps supports both lines)
+        import arviz as _az
 
     ARVIZ_VERSION = Version(_az.__version__)
 except ImportError as exc:  # pragma: no cover - arviz is a hard dependency

@@ -1,4 +1,5 @@
-"""Command line: `pyro-dps demo`, `run CONFIG.toml`, `report RUN_DIR`, `score RUN_DIR DATA`, `upgrade RUN_DIR`.
+"""Command line: `pyro-dps demo`, `run CONFIG.toml`, `validate CONFIG.toml`, `report RUN_DIR`, `score RUN_DIR DATA`,
+`upgrade RUN_DIR`; `pyro-dps --version`.
 
 Bad input: one line on stderr (`pyro-dps: error: ...`), exit code 2, nothing of the user's changed.
 SIGINT and SIGTERM stop a run cleanly (staging removed, the last checkpoint kept for `--resume`).
@@ -22,13 +23,19 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _parser() -> argparse.ArgumentParser:
+    from . import __version__
+
     parser = _Parser(prog="pyro-dps", description="Bayesian data point selection (BADS)")
+    parser.add_argument("--version", action="version", version=f"pyro-dps {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     demo = sub.add_parser("demo", help="digits with 50%% label noise: BADS (pSGLD, 4 chains) vs mixing; no downloads")
     demo.add_argument("--out", default="runs/demo", help="output directory (default runs/demo)")
     run = sub.add_parser("run", help="run a scenario from a TOML configuration")
     run.add_argument("config", help="scenario TOML file")
     run.add_argument("--out", required=True, help="output directory (new, or empty; see --overwrite)")
+    validate = sub.add_parser("validate", help="check a scenario TOML file (and --set overrides) and print the "
+                              "resolved configuration, defaults filled in; runs nothing, writes nothing")
+    validate.add_argument("config", help="scenario TOML file")
     report = sub.add_parser("report", help="write a self-contained HTML report of a finished run directory")
     report.add_argument("run_dir", help="run directory (metrics.json, draws.nc)")
     report.add_argument("--out", default=None, help="output HTML file (default RUN_DIR/report.html); the full "
@@ -47,6 +54,10 @@ def _parser() -> argparse.ArgumentParser:
         p.add_argument("--overwrite", action="store_true",
                        help="replace outputs an earlier run wrote (a run directory: only the files pyro-dps "
                             "wrote there, listed in its manifest; anything else is kept)")
+    for p in (demo, run, validate):
+        p.add_argument("--set", action="append", default=[], dest="overrides", metavar="SECTION.KEY=VALUE",
+                       help="override one configuration setting before validation, e.g. --set sampler.chains=2, "
+                            "--set model.hyper.beta=0.4 (the value is read as TOML; repeatable)")
     for p in (demo, run):
         p.add_argument("--model", default=None,
                        help="model: a built-in name (bads, weight_net, ...) or path/to/file.py[:function]")
@@ -83,17 +94,32 @@ def _score(args) -> None:
     print(f"wrote {write_scores(args.out, score(args.run_dir, x, y, args.device, model=args.model), y)}")
 
 
-def _run(args) -> None:
-    import copy
+def _config(args) -> dict:
+    """The validated configuration of `demo` (the embedded default) or of CONFIG, with --set merged in first."""
+    from .config import DEMO, apply_overrides, load_config, validate_config
 
+    if args.command == "demo":
+        return validate_config(apply_overrides(DEMO, args.overrides))
+    return load_config(args.config, args.overrides)
+
+
+def _validate(args) -> None:
+    """`pyro-dps validate`: the resolved configuration as JSON on stdout (nothing run, nothing written)."""
+    import json
+
+    from .config import resolved_config
+
+    print(json.dumps(resolved_config(_config(args)), indent=2, default=str))
+
+
+def _run(args) -> None:
     import torch
 
     from .bounds import check_device
-    from .config import DEMO, load_config, validate_config
     from .distributed import init_from_env, local_device
     from .scenario import run_scenario
 
-    config = validate_config(copy.deepcopy(DEMO)) if args.command == "demo" else load_config(args.config)
+    config = _config(args)
     if args.model:
         config["model"]["file"] = args.model
     if args.compile:
@@ -125,6 +151,8 @@ def main(argv: list[str] | None = None) -> int:
             _report(args)
         elif args.command == "score":
             _score(args)
+        elif args.command == "validate":
+            _validate(args)
         elif args.command == "upgrade":
             from .scoring import upgrade_posterior
 

@@ -125,6 +125,8 @@ def _check_data(data: dict) -> None:
     if probes and isinstance(meta, int) and probes >= meta:
         raise ConfigError(f"data.probes_per_class = {probes} must be below data.meta_per_class = {meta}: every "
                           "class keeps at least one meta example")
+    if "noise_rate" in data:  # every source's builder takes a fraction; checked here so that `validate` says so too
+        check_real(data["noise_rate"], "data.noise_rate", 0.0, 1.0)
     factor = data.get("imbalance_factor")
     if factor is not None:
         check_real(factor, "data.imbalance_factor", 1.0, 1e6)
@@ -217,8 +219,43 @@ def _check_values(config: dict) -> None:
             raise ConfigError(f"model.hyper.{key} must be a number, got {value!r}")
 
 
-def load_config(path: str | Path) -> dict:
-    """Read and validate a TOML scenario file."""
+def parse_override(item: str) -> tuple[list[str], Any]:
+    """`SECTION.KEY=VALUE` (the command line's `--set`) as (the key's path, the value): the value is read as a
+    TOML value (`2`, `0.3`, `"auto"`, `[64, 32]`, `{kind = "cyclical"}`, `true`), and as the plain string
+    when it is not one (`--set sampler.kernel=psgld`)."""
+    key, sep, text = item.partition("=")
+    path = [part.strip() for part in key.split(".")]
+    if not sep or not all(path) or (len(path) == 1 and path[0] != "name"):
+        raise ConfigError(f"--set expects SECTION.KEY=VALUE (e.g. sampler.chains=2), got {item!r}")
+    text = text.strip()
+    try:
+        value = tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        value = text
+    return path, value
+
+
+def apply_overrides(config: dict, overrides: list[str] | tuple[str, ...] = ()) -> dict:
+    """A copy of the raw (unvalidated) configuration with each `--set SECTION.KEY=VALUE` merged in, later ones
+    winning; `validate_config` then checks the result exactly as it checks a file."""
+    config = copy.deepcopy(config)
+    for item in overrides:
+        path, value = parse_override(item)
+        table = config
+        for depth, part in enumerate(path[:-1]):
+            table = table.setdefault(part, {})
+            if not isinstance(table, dict):
+                where = ".".join(path[:depth + 1])
+                raise ConfigError(f"--set {'.'.join(path)}: {where} is not a table, got {table!r}")
+        table[path[-1]] = value
+    return config
+
+
+def load_config(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> dict:
+    """Read and validate a TOML scenario file, with `--set SECTION.KEY=VALUE` overrides merged in first.
+
+    The file must have a [data] table (or an override must give one): a scenario names its data; the
+    demo's settings fill in only what a given table leaves out."""
     path = Path(path)
     try:
         if path.is_file() and path.stat().st_size > MAX_CONFIG_BYTES:
@@ -236,7 +273,20 @@ def load_config(path: str | Path) -> dict:
         raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"configuration file {str(path)!r} is not valid TOML: {exc}") from exc
+    raw = apply_overrides(raw, overrides)
+    if "data" not in raw:
+        raise ConfigError(f"configuration file {str(path)!r} has no [data] table: a scenario needs at least "
+                          "[data] with source = \"digits\", \"mnist_4v9\", \"npz\", \"cifar10\" or \"reviews\" "
+                          "(and its path); `pyro-dps demo` runs the built-in example")
     return validate_config(raw)
+
+
+def resolved_config(config: dict) -> dict:
+    """A validated configuration with every sampler setting filled in (SamplerConfig's defaults): what
+    `pyro-dps validate` prints. The run length stays as configured ("auto" is resolved from the data)."""
+    from .driver import config_dict
+
+    return {**config, "sampler": config_dict(SamplerConfig(**config["sampler"]))}
 
 
 def sampler_config(config: dict, **overrides: Any) -> SamplerConfig:

@@ -43,6 +43,7 @@ import xarray as xr
 from .arviz_data import ARVIZ_1, example_groups, get_group, is_arviz_data, nonfinite_steps, posterior_group, \
     rejected_steps, scalar_names, to_arviz, weight_draws
 from .draws import weights_name
+from .quiet import arviz_stats
 
 STATUSES = ("pass", "warn", "fail")
 
@@ -122,7 +123,7 @@ def compute_stats(ds: xr.Dataset) -> dict[str, xr.Dataset]:
     """{'rhat', 'ess_bulk', 'ess_tail', 'mcse_mean'} of every variable of `ds` (dims chain, draw, ...)."""
     out = {}
     functions = _stat_functions()
-    with warnings.catch_warnings():  # constant draws give 0/0 inside ArviZ: reported as NaN, handled below
+    with warnings.catch_warnings(), arviz_stats():  # constant draws give 0/0 inside ArviZ: NaN, handled below
         warnings.simplefilter("ignore", RuntimeWarning)
         for name in STATS:
             out[name] = functions[name](ds)
@@ -137,7 +138,7 @@ def arviz_summary(data, var_names: list[str] | None = None) -> pd.DataFrame:
     """
     if not is_arviz_data(data):
         data = to_arviz(data)
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), arviz_stats():
         warnings.simplefilter("ignore", RuntimeWarning)
         return _stat_functions()["summary"](data, var_names)
 
@@ -212,7 +213,7 @@ def chance_rates(chains: int, draws: int, rhat_warn: float, ess_floor: float) ->
     x = np.random.default_rng(0).normal(size=(chains, draws, CHANCE_QUANTITIES))
     ds = xr.Dataset({"x": (("chain", "draw", "q"), x)})
     functions = _stat_functions()
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), arviz_stats():
         warnings.simplefilter("ignore", RuntimeWarning)
         past = {"rhat": functions["rhat"](ds)["x"].values > rhat_warn,
                 **{kind: functions[kind](ds)["x"].values < ess_floor * chains for kind in ("ess_bulk", "ess_tail")}}

@@ -320,10 +320,13 @@ def fit(model: Callable, problem: Problem, hyper: dict | None = None, config: Sa
                 identity, chain, t, draw, control.scale, control.seen_rejected, store, finals, snapshots,
                 (state, train_batches, meta_batches, gen, batch_gen, potential.memory)))
 
-        bar = tqdm(total=total_steps, initial=t0, desc=f"chain {chain + 1}/{config.chains}",
+        label = f"chain {chain + 1}/{config.chains}"
+        bar = tqdm(total=total_steps, initial=t0, desc=f"{label} {'warm-up' if t0 < config.warmup else 'sampling'}",
                    disable=not (config.progress and comm.main), leave=False, dynamic_ncols=True)
         for t in range(t0 + 1, total_steps + 1):
             state = algorithm.step(state, (train_batches(), meta_batches()), control.scale)
+            if t == config.warmup + 1:
+                bar.set_description(f"{label} sampling", refresh=False)
             control.after_step(algorithm, state, t, last=t == total_steps)
             if t % config.log_every == 0 or t == total_steps:
                 bar.update(t - bar.n)

@@ -4,13 +4,18 @@ nothing fetched), built from a run directory's own files: metrics.json, draws.nc
     pyro-dps report runs/demo                  # writes runs/demo/report.html and report.selection.csv
     write_report("runs/demo", "/tmp/r.html")   # and /tmp/r.selection.csv
 
-Sections (HTML ids): config, diagnostics, weights, trusted, uncertain, selection, metrics; and probes, the
-self-check with probe examples, when the run had them (`pyro_dps.probes`). Probe examples are left out of
+Sections (HTML ids), in order: summary (what to read in ten seconds: counts, the estimated corruption rate
+overall and per class/group, the probes' detection quality, one sentence on convergence), flagged (the
+examples the selection drops, lowest weight first, with their suggested label: `report_sections`),
+confusion (given x suggested label among them), diagnostics, weights, trusted, uncertain, selection, probes
+(the self-check with probe examples, when the run had them: `pyro_dps.probes`), metrics, config (folded).
+Ground-truth columns appear only when the run's data had them. The flagged and checks tables sort on a
+header click and filter by a text box (a small inline script; nothing fetched). Probe examples are left out of
 every other section: those report on the user's own training examples only.
 The page is bounded whatever N_t: galleries show N_SHOW examples, tables at most MAX_LEVELS groups,
 plots at most MAX_POINTS examples; the full per-example table is the CSV beside the page. The report
 never reads data from outside the run directory: the run stores the shown examples' thumbnails (or
-texts) and true labels in examples.npz, read without pickle and checked. A missing or corrupt file
+texts), true labels and model inputs in examples.npz, read without pickle and checked. A missing or corrupt file
 raises `ReportError` (a `DPSError`) naming the file; both files are written to temporary files and
 renamed into place, so a failure leaves no half-written report.
 """
@@ -22,8 +27,6 @@ import html
 import io
 import json
 import os
-import struct
-import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -39,7 +42,8 @@ from .errors import DPSError
 from .selection import beta_budget, chain_jaccard, credible_interval, jaccard, mean_offdiagonal, probability_rule, \
     select_budget, select_by_probability, selection_table, top_beta_rule
 
-SECTIONS = ["config", "diagnostics", "weights", "trusted", "uncertain", "selection", "metrics"]
+SECTIONS = ["summary", "flagged", "confusion", "diagnostics", "weights", "trusted", "uncertain", "selection",
+            "metrics", "config"]
 PROBE_SECTION = "probes"  # shown (after "selection") when the run had probe examples
 N_SHOW = 12  # examples shown per gallery
 MAX_LEVELS = 50  # group levels shown per grouping in the table (the largest ones)
@@ -50,6 +54,10 @@ MAX_DIAG_EXAMPLES = 1000  # weights whose R-hat/ESS/MCSE the report computes (a 
 MAX_REPORT_VALUES = 2 ** 31  # chain x draw x example values of draws.nc that a report reads (8 GB as float32)
 EXAMPLES_FILE = "examples.npz"
 MAX_EXAMPLES_BYTES = 20 * 2 ** 20
+MAX_FLAGGED = 60  # flagged examples listed (the lowest weights), with thumbnails and suggested labels
+MAX_STORED = 3 * N_SHOW + MAX_FLAGGED  # examples examples.npz holds at most
+MAX_INPUT_BYTES = 8 * 2 ** 20  # model inputs examples.npz stores (for suggested labels); none beyond
+THUMB_SIDE = 64  # thumbnails are at most this many pixels a side
 
 
 class ReportError(RunDirError):
@@ -58,21 +66,15 @@ class ReportError(RunDirError):
 
 # ------------------------------------------------------------------------------------------- encoding
 def png_bytes(image: np.ndarray) -> bytes:
-    """A PNG file of an (H, W) grayscale or (H, W, 3) RGB uint8 image (no dependencies)."""
+    """A PNG file of an (H, W) grayscale or (H, W, 3) RGB uint8 image (Pillow, matplotlib's own dependency)."""
+    from PIL import Image
+
     image = np.ascontiguousarray(image, dtype=np.uint8)
-    if image.ndim == 2:
-        color, rows = 0, image
-    elif image.ndim == 3 and image.shape[2] == 3:
-        color, rows = 2, image.reshape(image.shape[0], -1)
-    else:
+    if not (image.ndim == 2 or (image.ndim == 3 and image.shape[2] == 3)):
         raise ValueError(f"image must be (H, W) or (H, W, 3), got {image.shape}")
-    raw = b"".join(b"\x00" + row.tobytes() for row in rows)
-
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
-
-    header = struct.pack(">IIBBBBB", image.shape[1], image.shape[0], 8, color, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(raw, 9)) + chunk(b"IEND", b"")
+    buf = io.BytesIO()
+    Image.fromarray(image).save(buf, "PNG", optimize=True)
+    return buf.getvalue()
 
 
 def _data_uri(payload: bytes, mime: str = "image/png") -> str:
@@ -104,7 +106,14 @@ def _as_image(x: np.ndarray) -> np.ndarray | None:
         return None
     lo, hi = float(np.min(x)), float(np.max(x))
     x = (x - lo) / (hi - lo) if hi > lo else np.zeros_like(x)
-    return np.round(x * 255).astype(np.uint8)
+    image = np.round(x * 255).astype(np.uint8)
+    if max(image.shape[:2]) > THUMB_SIDE:  # a thumbnail: the page shows 72 px cards
+        from PIL import Image
+
+        thumb = Image.fromarray(image)
+        thumb.thumbnail((THUMB_SIDE, THUMB_SIDE))
+        image = np.asarray(thumb, dtype=np.uint8)
+    return image
 
 
 # ------------------------------------------------------------------------------------------- the run
@@ -115,6 +124,7 @@ class _Examples:
     images: dict = field(default_factory=dict)
     texts: dict = field(default_factory=dict)
     true_labels: dict = field(default_factory=dict)
+    inputs: dict = field(default_factory=dict)  # position -> the model's input row (for suggested labels)
     note: str = ""
 
     def image_uri(self, pos: int) -> str | None:
@@ -125,7 +135,13 @@ class _Examples:
 
 def gallery_positions(plan: "_Plan") -> np.ndarray:
     """Positions (into the example axis) of every example a gallery shows, from the selection plan."""
-    return np.unique(np.concatenate([plan.order[:N_SHOW], plan.order[::-1][:N_SHOW], plan.unsure_order[:N_SHOW]]))
+    return np.unique(np.concatenate([plan.order[:N_SHOW], plan.order[::-1][:N_SHOW], plan.unsure_order[:N_SHOW],
+                                     flagged_order(plan)[:MAX_FLAGGED]]))
+
+
+def flagged_order(plan: "_Plan") -> np.ndarray:
+    """Positions the report's selection (top-beta) drops, lowest posterior mean weight first."""
+    return plan.order[::-1][:len(plan.order) - plan.k]
 
 
 def save_gallery_examples(run_dir: str | os.PathLike, data, echo: Callable[[str], Any] = print) -> Path | None:
@@ -136,7 +152,7 @@ def save_gallery_examples(run_dir: str | os.PathLike, data, echo: Callable[[str]
         ds, metrics = load_run(run_dir)
         ds, _ = split_probes(ds)  # the report's positions: the user's own examples
         plan = _plan(np.asarray(ds["weights"].transpose("chain", "draw", "example").values, dtype=np.float64),
-                     metrics.get("config", {}) or {}, ds)
+                     metrics.get("config", {}) or {}, ds, metrics.get("hyper"))
         pos = gallery_positions(plan)
         rows = np.flatnonzero(non_probe_mask(data))[pos]  # the rows of D_t at those positions
         arrays = {"position": pos.astype(np.int64), "example": np.asarray(ds["example"].values)[pos]}
@@ -149,6 +165,11 @@ def save_gallery_examples(run_dir: str | os.PathLike, data, echo: Callable[[str]
             images = [_as_image(data.x_train[int(r)].numpy()) for r in rows]
             if pos.size and all(img is not None and img.shape == images[0].shape for img in images):
                 arrays["image"] = np.stack(images)
+        row = data.x_train[0] if len(rows) else None
+        if row is not None and len(rows) * row.numel() * row.element_size() <= MAX_INPUT_BYTES:
+            import torch
+
+            arrays["x"] = data.x_train[torch.as_tensor(rows)].cpu().numpy()  # model inputs: suggested labels
         path = run_dir / EXAMPLES_FILE
         write_atomic(path, lambda fh: np.savez_compressed(fh, **arrays), binary=True, error=ReportError)
         return path
@@ -166,10 +187,10 @@ def _stored_examples(run_dir: Path, ids: np.ndarray) -> _Examples:
         if path.stat().st_size > MAX_EXAMPLES_BYTES:
             raise ValueError(f"larger than {MAX_EXAMPLES_BYTES} bytes")
         with np.load(path, allow_pickle=False) as npz:
-            arrays = {k: npz[k] for k in npz.files if k in ("position", "example", "true_label", "image", "text")}
+            arrays = {k: npz[k] for k in npz.files if k in ("position", "example", "true_label", "image", "text", "x")}
         pos = np.asarray(arrays["position"])
         k = pos.shape[0]
-        if pos.ndim != 1 or k > 3 * N_SHOW or pos.dtype.kind not in "iu" \
+        if pos.ndim != 1 or k > MAX_STORED or pos.dtype.kind not in "iu" \
                 or (k and (pos.min() < 0 or pos.max() >= len(ids))):
             raise ValueError("bad positions")
         if not np.array_equal(arrays["example"], ids[pos]):
@@ -184,6 +205,9 @@ def _stored_examples(run_dir: Path, ids: np.ndarray) -> _Examples:
         text = arrays.get("text")
         if text is not None and text.dtype.kind == "U" and text.shape == (k,):
             out.texts = {p: str(t)[:MAX_TEXT] for p, t in zip(pos.tolist(), text)}
+        x = arrays.get("x")
+        if x is not None and x.dtype.kind in "iuf" and x.ndim >= 2 and x.shape[0] == k and x.nbytes <= MAX_INPUT_BYTES:
+            out.inputs = dict(zip(pos.tolist(), x))
         return out
     except Exception as exc:  # noqa: BLE001 - corrupt or foreign: show ids only, and say why
         return _Examples(note=f"{EXAMPLES_FILE} cannot be used ({type(exc).__name__}: {str(exc)[:120]}); "
@@ -213,10 +237,25 @@ def _badge(status: str) -> str:
     return f'<span class="badge {status}">{status.upper()}</span>'
 
 
-def _table(headers: list[str], rows: list[list[str]], cls: str = "") -> str:
+def _td(cell) -> str:
+    """A table cell: HTML text, or (HTML text, sort value) for a cell the sort script orders by a number."""
+    if isinstance(cell, tuple):
+        text, value = cell
+        value = "" if value is None or (isinstance(value, float) and not np.isfinite(value)) else f"{value:.6g}"
+        return f'<td class="num" data-v="{value}">{text}</td>'
+    return f"<td>{cell}</td>"
+
+
+def _table(headers: list[str], rows: list[list], cls: str = "", table_id: str = "") -> str:
     head = "".join(f"<th>{h}</th>" for h in headers)
-    body = "".join("<tr>" + "".join(f"<td>{c}</td>" for c in row) + "</tr>" for row in rows)
-    return f'<table class="{cls}"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
+    body = "".join("<tr>" + "".join(_td(c) for c in row) + "</tr>" for row in rows)
+    ident = f' id="{table_id}"' if table_id else ""
+    return f'<table class="{cls}"{ident}><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
+
+
+def filter_box(table_id: str, placeholder: str = "filter rows") -> str:
+    """A text box that hides the rows of table `table_id` not containing its text (the page's sort script)."""
+    return f'<input class="filter" type="search" data-table="{table_id}" placeholder="{_esc(placeholder)}">'
 
 
 def _figure(uri: str, alt: str, caption: str = "") -> str:
@@ -259,6 +298,15 @@ figcaption { color: var(--muted); font-size: 13px; }
 .card .text { font-family: ui-monospace, monospace; font-size: 11px; max-height: 6em; overflow: hidden; }
 .card.noisy { border-color: var(--fail); } .card.clean { border-color: #8cc8a0; }
 .muted { color: var(--muted); } .note { color: var(--muted); font-style: italic; }
+ul.key { font-size: 15.5px; padding-left: 20px; } ul.key li { margin: 4px 0; }
+details > summary { cursor: pointer; color: #0969da; margin: 6px 0; }
+table.sortable th { cursor: pointer; user-select: none; }
+table.sortable th[data-dir="asc"]::after { content: " \\25B2"; }
+table.sortable th[data-dir="desc"]::after { content: " \\25BC"; }
+input.filter { margin: 6px 0; padding: 4px 8px; width: 280px; border: 1px solid var(--line); border-radius: 6px; }
+img.thumb { width: 48px; height: 48px; image-rendering: pixelated; border: 1px solid var(--line); }
+b.sug { color: var(--fail); }
+table.confusion td.num { text-align: center; }
 .cfg { display: grid; grid-template-columns: repeat(auto-fill, minmax(320px, 1fr)); gap: 0 24px; }
 """
 
@@ -296,8 +344,9 @@ class _Plan:
     q: float = 0.9
 
 
-def _plan(draws: np.ndarray, config: dict, ds) -> _Plan:
-    """Budget k = floor(N beta) (beta from model.hyper, else the latent beta's posterior mean, else 0.5),
+def _plan(draws: np.ndarray, config: dict, ds, as_run: dict | None = None) -> _Plan:
+    """Budget k = floor(N beta) (beta from model.hyper, else the beta the run resolved (metrics.json "hyper"),
+    else the latent beta's posterior mean, else 0.5),
     the top-k and probability rules, and the examples whose interval straddles the top-k cut."""
     n = draws.shape[-1]
     mean = draws.reshape(-1, n).mean(0)
@@ -305,6 +354,9 @@ def _plan(draws: np.ndarray, config: dict, ds) -> _Plan:
     hyper = (config.get("model") or {}).get("hyper") or {}
     beta = _num(hyper.get("beta")) if isinstance(hyper, dict) else None
     beta_note = f"beta = {beta:g} from model.hyper" if beta is not None else ""
+    if (beta is None or not 0 < beta <= 1) and isinstance(as_run, dict) and "beta" not in ds:
+        beta = _num(as_run.get("beta"))
+        beta_note = f"beta = {beta:.3g}, as the run resolved it" if beta is not None else ""
     if beta is None or not 0 < beta <= 1:
         post_beta = float(np.nanmean(ds["beta"].values)) if "beta" in ds else None
         beta = post_beta if post_beta is not None and 0 < post_beta <= 1 else 0.5
@@ -346,6 +398,8 @@ def build_report(run_dir: str | os.PathLike, run_label: str | None = None,
 
 def _build(run_dir: Path, run_label: str | None, thresholds: Thresholds | None, csv_name: str):
     """(HTML text, full per-example selection table) of a run directory."""
+    from . import report_sections as rs
+
     ds, metrics = _load(run_dir)
     ds, probes = split_probes(ds)
     config = metrics.get("config", {}) or {}
@@ -358,30 +412,38 @@ def _build(run_dir: Path, run_label: str | None, thresholds: Thresholds | None, 
     draws = np.asarray(w.values, dtype=np.float64)  # (chain, draw, N)
     ids = np.asarray(w["example"].values)
     groups = example_groups(data)
-    plan = _plan(draws, config, ds)
+    plan = _plan(draws, config, ds, metrics.get("hyper"))
     info = _stored_examples(run_dir, ids)
+    suggested, note = rs.suggest_labels(run_dir, info, groups.get("label"))
+    n = draws.shape[-1]
+    parts = [_head(run_dir, run_label, metrics, config, n, probes, diag),
+             rs.summary_section(draws, plan, groups, metrics, overall(checks), checks),
+             rs.flagged_section(plan, ids, groups, info, suggested, note),
+             rs.confusion_section(plan, groups, suggested),
+             _diagnostics_section(diag, checks, th, diag_data, n, sampled),
+             _weights_section(data, groups, plan), _gallery_sections(plan, ids, groups, info, n),
+             _selection_section(plan, draws, groups, csv_name),
+             _probe_section(*probes, plan.tau, plan.q, config) if probes else "",
+             _metrics_section(metrics), _config_section(config, metrics),
+             f"</main><script>{rs.SORT_SCRIPT}</script></body></html>"]
+    table = selection_table(draws, ids, groups, plan.keep_top, tau=plan.tau, threshold=plan.cut, interval=0.9)
+    return "\n".join(parts), table
+
+
+def _head(run_dir: Path, run_label: str | None, metrics: dict, config: dict, n: int, probes, diag) -> str:
+    """The page's head, header line and navigation."""
     title = metrics.get("scenario") or config.get("name") or run_dir.name
     label = run_label if run_label is not None else str(run_dir)
-    n = draws.shape[-1]
     now = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    parts = [f"<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\">"
-             f"<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">"
-             f"<title>BADS report: {_esc(_cell(title))}</title><style>{CSS}</style></head><body>",
-             f"<header><h1>Bayesian data point selection: {_esc(_cell(title))}</h1>"
-             f"<p>run {_esc(_cell(label))} &middot; {n} training examples"
-             + (f" (+ {probes[0].shape[-1]} probe examples)" if probes else "")
-             + f" &middot; {diag.chains} chains &times; "
-             f"{diag.draws} draws &middot; ArviZ {_esc(ARVIZ_VERSION)} ({arviz_line()}) &middot; generated {now}</p>"
-             f"</header>",
-             "<nav>" + "".join(f'<a href="#{s}">{s}</a>' for s in _sections(probes is not None)) + "</nav><main>",
-             _config_section(config, metrics), _diagnostics_section(diag, checks, th, diag_data, n, sampled),
-             _weights_section(data, groups, plan),
-             _gallery_sections(plan, ids, groups, info, n)]
-    table = selection_table(draws, ids, groups, plan.keep_top, tau=plan.tau, threshold=plan.cut, interval=0.9)
-    parts += [_selection_section(plan, draws, groups, csv_name),
-              _probe_section(*probes, plan.tau, plan.q, config) if probes else "",
-              _metrics_section(metrics), "</main></body></html>"]
-    return "\n".join(parts), table
+    return (f"<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\">"
+            f"<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">"
+            f"<title>BADS report: {_esc(_cell(title))}</title><style>{CSS}</style></head><body>"
+            f"<header><h1>Bayesian data point selection: {_esc(_cell(title))}</h1>"
+            f"<p>run {_esc(_cell(label))} &middot; {n} training examples"
+            + (f" (+ {probes[0].shape[-1]} probe examples)" if probes else "")
+            + f" &middot; {diag.chains} chains &times; {diag.draws} draws &middot; ArviZ {_esc(ARVIZ_VERSION)} "
+            f"({arviz_line()}) &middot; generated {now}</p></header>"
+            "<nav>" + "".join(f'<a href="#{s}">{s}</a>' for s in _sections(probes is not None)) + "</nav><main>")
 
 
 def _sections(with_probes: bool) -> list[str]:
@@ -437,9 +499,10 @@ def _config_section(config: dict, metrics: dict | None = None) -> str:
         rows = [[_esc(_cell(key)), _cell(_fmt(v))] for key, v in list(flat.items())[:MAX_ROWS]]
         cfg_tables.append(f"<div><h3>{section}</h3>{_table(['key', 'value'], rows)}</div>")
     cfg_tables = [t for t in cfg_tables if t]
-    return ('<section id="config"><h2>Run configuration</h2>'
+    return ('<section id="config"><h2>Run configuration</h2><details><summary>the resolved configuration and '
+            'the model as it ran</summary>'
             + (f'<div class="cfg">{"".join(cfg_tables)}</div>' if cfg_tables
-               else '<p class="note">metrics.json has no resolved configuration.</p>') + "</section>")
+               else '<p class="note">metrics.json has no resolved configuration.</p>') + "</details></section>")
 
 
 def _diagnosed_sample(ds, data):
@@ -467,7 +530,8 @@ def _diagnostics_section(diag, checks, th: Thresholds, data, n: int, sampled: st
         f'warns; theta_norm is reported, not checked (permutation symmetries); for the {n} weights a check '
         f'fails when more than {100 * th.max_bad_fraction:.0f}% of them are past the limit. Non-finite draws or steps fail; steps the divergence guard rejected '
         f'warn.{sampled}</p>'
-        + _table(["status", "check", "value", "threshold", "detail"], rows, "checks")
+        + filter_box("checks-table", "filter the checks")
+        + _table(["status", "check", "value", "threshold", "detail"], rows, "checks sortable", "checks-table")
         + (HINT if frac < 0.95 else "")
         + _figure(_figure_uri(plot_diagnostic_histograms(diag, th)), "R-hat and ESS histograms",
                   "Per-example R-hat and bulk ESS of the weights, thresholds dashed.")

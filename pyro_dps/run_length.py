@@ -22,7 +22,7 @@ from dataclasses import replace
 MIN_WARMUP_STEPS = 2000
 WARMUP_EPOCHS = 10
 MIN_CYCLE_STEPS = 32  # a cosine cycle of fewer steps has too few small steps to settle (measured: docs/defaults.md)
-CYCLE_PEAK = 1e-2  # theta's largest step (pSGLD: RMSprop's lr at 2 x this / 2), at the start of each cycle
+CYCLE_PEAK = 5e-3  # theta's largest step, at each cycle's start (pSGLD's drift there is RMSprop's at lr 2.5e-3)
 
 
 def epoch_steps(n_train: int, batch_size: int) -> int:

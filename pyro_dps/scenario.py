@@ -167,13 +167,16 @@ def _run(config, out, seed, device, chains, progress, echo, resume, checkpoint_e
             path.unlink(missing_ok=True)
     torch.manual_seed(seed)
     problem = Problem(build_network(config["network"], data), data.x_train, data.y_train, data.x_meta, data.y_meta)
+    sampler.validate(problem)  # the checks that need the data (batch sizes, memory), before the header
     length = resolve_length(sampler, data.n_train)
     total_steps = length.warmup + length.samples * length.thin
+    hyper = model_hyper(model, config["model"]["hyper"])
+    check_model(model, problem, hyper)  # a model or hyper-parameter error before the header, not after it
     keep = non_probe_mask(data)
     probe_note = f" (of which {int((~keep).sum())} probe examples)" if not keep.all() else ""
     echo(f"[{config['name']}] N_t={data.n_train}{probe_note} N_m={data.n_meta} N_test={data.n_test} "
          f"kernel={sampler.kernel} chains={sampler.chains} steps/chain={total_steps}")
-    posterior = fit(model, problem, model_hyper(model, config["model"]["hyper"]), sampler, resume=resume,
+    posterior = fit(model, problem, hyper, sampler, resume=resume,
                     comm=comm, fingerprint=run_identity(config, data_spec) if out is not None else None, **side)
     if posterior is None:  # a rank other than 0: its shard is done
         for path in own_files:
@@ -215,6 +218,32 @@ def _run(config, out, seed, device, chains, progress, echo, resume, checkpoint_e
     return document
 
 
+def check_model(model, problem: Problem, hyper: dict) -> None:
+    """The model traced once on a probe batch with its hyper-parameters (a ModelError or ConfigError when it
+    breaks the model contract or refuses a hyper-parameter), leaving the random streams as they were. With
+    beta = "auto", which `fit` estimates from the data, the probe uses a placeholder fraction."""
+    from .errors import UnresolvedAuto
+    from .potential import TracePotential
+
+    with torch.random.fork_rng(devices=[]):
+        try:
+            TracePotential(model, problem, hyper)
+        except UnresolvedAuto:
+            TracePotential(model, problem, {**hyper, "beta": 0.5})
+
+
+def baseline_settings(name: str, settings: dict, sampler) -> dict:
+    """A baseline's keyword settings as `pyro-dps run` and benchmarks/quality.py pass them: its own table, with
+    the sampler's batch size (and meta batch size, for the baselines that take one) unless it sets its own."""
+    from .baselines import EXTRA_SETTINGS
+
+    settings = dict(settings)
+    settings.setdefault("batch_size", sampler.batch_size)
+    if "meta_batch_size" in EXTRA_SETTINGS.get(name, {}):
+        settings.setdefault("meta_batch_size", sampler.meta_batch_size or settings["batch_size"])
+    return settings
+
+
 def run_identity(config: dict, data_spec: dict) -> dict:
     """What a checkpoint of this scenario must match beyond the sampler's own fingerprint: the resolved
     [data], [network] and [model] tables and a SHA-256 of every data file they read."""
@@ -233,7 +262,7 @@ def _run_baseline(name: str, settings: dict, config: dict, data: DataSplits, sam
     baselines that take a selected fraction get BADS's (its estimate when beta = "auto")."""
     if name not in BASELINES:
         raise ConfigError(f"baselines.{name}: unknown baseline (known: {sorted(BASELINES)})")
-    settings = dict(settings)
+    settings = baseline_settings(name, settings, sampler)
     steps = settings.pop("steps", None) or total_steps
     if name in BETA_BASELINES:
         settings.setdefault("beta", float(bads_hyper.get("beta", 0.5)))

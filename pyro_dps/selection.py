@@ -251,3 +251,30 @@ class WeightSelection:
 
     def table(self, selected=None, tau: float = 0.5, threshold: float | None = None, interval: float = 0.9):
         return selection_table(self.draws, self.example_ids, self.groups, selected, tau, threshold, interval)
+
+
+# ------------------------------------------------------------------------------------------- corruption rate
+def corruption_rate(draws, interval: float = 0.9) -> tuple[float, float, float]:
+    """Estimated fraction of corrupted examples: (estimate, lower, upper). The estimate is 1 - the posterior
+    mean weight averaged over examples; the interval is the equal-tailed `interval` over draws of each draw's
+    average 1 - w (whose mean is the estimate), so it says how much the draws disagree on the rate."""
+    interval = _prob("interval", interval, low_open=True)
+    per_draw = 1.0 - _flat(draws).mean(1)
+    lo, hi = np.quantile(per_draw, [(1 - interval) / 2, (1 + interval) / 2])
+    return float(per_draw.mean()), float(lo), float(hi)
+
+
+def corruption_rate_by_group(draws, values, interval: float = 0.9) -> dict[str, np.ndarray]:
+    """`corruption_rate` per level of a grouping (N,): {"level", "count", "estimate", "lower", "upper"}, each
+    (levels,), levels sorted. One pass of bincount per draw: O(samples x N) time, O(samples x levels) memory."""
+    interval = _prob("interval", interval, low_open=True)
+    flat = _flat(draws)
+    values = np.asarray(values)
+    if values.shape != (flat.shape[1],):
+        raise DataError(f"values must have shape ({flat.shape[1]},), got {values.shape}")
+    levels, codes, counts = np.unique(values, return_inverse=True, return_counts=True)
+    codes = codes.reshape(-1)
+    sums = np.stack([np.bincount(codes, weights=1.0 - row, minlength=len(levels)) for row in flat])
+    per_draw = sums / counts  # (samples, levels)
+    lo, hi = np.quantile(per_draw, [(1 - interval) / 2, (1 + interval) / 2], axis=0)
+    return {"level": levels, "count": counts, "estimate": per_draw.mean(0), "lower": lo, "upper": hi}

@@ -116,3 +116,146 @@ def test_user_model_file_by_path(tmp_path):
     out = tmp_path / "out"
     assert main(["run", str(cfg), "--out", str(out), "--model", f"{model_file}:strict", "--quiet"]) == 0
     assert main(["run", str(cfg), "--out", str(tmp_path / "o2"), "--model", f"{model_file}:nothere", "--quiet"]) == 2
+
+
+# ------------------------------------------------------------------ issue 17: --version, --set, validate, quiet runs
+from tiny_configs import TINY  # noqa: E402
+
+
+def test_version(capsys):
+    from pyro_dps import __version__
+
+    with pytest.raises(SystemExit) as exc:
+        main(["--version"])
+    assert exc.value.code == 0
+    assert capsys.readouterr().out == f"pyro-dps {__version__}\n"
+
+
+def test_set_overrides_reach_the_run_and_baselines_use_the_sampler_batch(tmp_path, capsys, monkeypatch):
+    """--set values are merged before validation and run as if the file said them; a baseline without a
+    batch size of its own trains on the sampler's (as benchmarks/quality.py runs it); the progress bars say
+    warm-up, then sampling."""
+    import pyro_dps.scenario as scenario
+
+    seen = {}
+    mixing = scenario.BASELINES["mixing"]
+
+    def recording(net, data, **kwargs):
+        seen.update(kwargs)
+        return mixing(net, data, **kwargs)
+
+    monkeypatch.setitem(scenario.BASELINES, "mixing", recording)
+    import pyro_dps.driver as driver
+
+    labels = []
+
+    class Bar(driver.tqdm):  # records every label a chain's bar shows
+        def __init__(self, *args, **kwargs):
+            labels.append(kwargs.get("desc"))
+            super().__init__(*args, **kwargs)
+
+        def set_description(self, desc=None, refresh=True):
+            labels.append(desc)
+            super().set_description(desc, refresh)
+
+    monkeypatch.setattr(driver, "tqdm", Bar)
+    cfg = tmp_path / "s.toml"
+    cfg.write_text(TINY.replace("[baselines]", '[baselines.mixing]\nlr = 1e-3\noptimizer = "adam"\nsteps = 5'))
+    out = tmp_path / "out"
+    assert main(["run", str(cfg), "--out", str(out), "--set", "sampler.chains=2", "--set", "data.noise_rate=0.2",
+                 "--set", "model.hyper.beta=0.4", "--set", "sampler.batch_size=16", "--set", "name=renamed"]) == 0
+    doc = json.loads((out / "metrics.json").read_text())
+    assert doc["scenario"] == "renamed"
+    assert doc["config"]["sampler"]["chains"] == 2 and doc["config"]["sampler"]["batch_size"] == 16
+    assert doc["config"]["data"]["noise_rate"] == 0.2 and doc["hyper"]["beta"] == 0.4
+    assert seen["batch_size"] == 16 and seen["steps"] == 5
+    assert labels == ["chain 1/2 warm-up", "chain 1/2 sampling", "chain 2/2 warm-up", "chain 2/2 sampling"]
+
+
+def test_baseline_settings_agree_with_the_quality_benchmark():
+    """`pyro-dps run` and benchmarks/quality.py give a baseline the same batch sizes."""
+    from pyro_dps.driver import SamplerConfig
+    from pyro_dps.scenario import baseline_settings
+
+    sampler = SamplerConfig(batch_size=64)
+    assert baseline_settings("mixing", {"lr": 1e-3}, sampler)["batch_size"] == 64
+    assert baseline_settings("mixing", {"batch_size": 8}, sampler)["batch_size"] == 8  # its own wins
+    assert "meta_batch_size" not in baseline_settings("mixing", {}, sampler)
+    assert baseline_settings("blo", {}, sampler)["meta_batch_size"] == 64
+    assert baseline_settings("mwn", {}, SamplerConfig(batch_size=64, meta_batch_size=10))["meta_batch_size"] == 10
+
+
+def test_validate_prints_the_resolved_configuration_and_writes_nothing(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "s.toml").write_text(SMALL)
+    before = sorted(p.name for p in tmp_path.iterdir())
+    assert main(["validate", "s.toml", "--set", "sampler.chains=3", "--set", 'sampler.step_size="auto"',
+                 "--set", "sampler.kernel=psgld"]) == 0
+    resolved = json.loads(capsys.readouterr().out)
+    assert resolved["name"] == "tiny-digits"
+    assert resolved["sampler"]["chains"] == 3 and resolved["sampler"]["step_size"] == "auto"
+    assert resolved["sampler"]["kernel"] == "psgld"
+    assert resolved["sampler"]["batch_size"] == 128 and resolved["sampler"]["potential"] == "auto"  # defaults
+    assert resolved["data"]["meta_per_class"] == 10 and resolved["model"]["file"] == "bads"  # the demo's defaults
+    assert sorted(p.name for p in tmp_path.iterdir()) == before
+
+
+@pytest.mark.parametrize("argv, needle", [
+    (["validate", "s.toml", "--set", "sampler.chainz=2"], "sampler.chainz"),
+    (["validate", "s.toml", "--set", "sampler.chains=0"], "sampler.chains"),
+    (["validate", "s.toml", "--set", "data.noise_rate=1.5"], "data.noise_rate"),
+    (["validate", "s.toml", "--set", "data.noise_rate=high"], "data.noise_rate"),
+    (["validate", "s.toml", "--set", "model.hyper.beta=2"], "model.hyper.beta"),
+    (["validate", "s.toml", "--set", "bogus.key=1"], "bogus"),
+    (["validate", "s.toml", "--set", "sampler.chains"], "SECTION.KEY=VALUE"),
+    (["validate", "s.toml", "--set", "chains=2"], "SECTION.KEY=VALUE"),
+    (["validate", "s.toml", "--set", "data.noise_rate.x=1"], "data.noise_rate is not a table"),
+    (["validate", "empty.toml"], "[data]"),
+    (["run", "empty.toml", "--out", "out", "--quiet"], "[data]"),
+    (["run", "nodata.toml", "--out", "out", "--quiet"], "no [data] table"),
+    (["demo", "--out", "out", "--quiet", "--set", "sampler.kernel=nuts"], "kernel"),
+])
+def test_bad_settings_exit_2_on_one_line(tmp_path, capsys, monkeypatch, argv, needle):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "s.toml").write_text(SMALL)
+    (tmp_path / "empty.toml").write_text("")
+    (tmp_path / "nodata.toml").write_text(SMALL.split("[data]")[0] + "[sampler]\nchains = 1\n")
+    before = sorted(p.name for p in tmp_path.iterdir())
+    assert main(argv) == 2
+    captured = capsys.readouterr()
+    err = captured.err.strip()
+    assert err.startswith("pyro-dps: error:") and needle in err and "\n" not in err, err
+    assert captured.out == ""
+    assert sorted(p.name for p in tmp_path.iterdir()) == before
+
+
+@pytest.mark.parametrize("extra, needle", [
+    (["--set", "model.hyper.bogus=1"], "bogus"),
+    (["--model", "m.py"], "oops"),
+])
+def test_model_errors_come_before_the_run_header(tmp_path, capsys, monkeypatch, extra, needle):
+    """Nothing is printed before everything that can be checked without sampling has passed."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "s.toml").write_text(TINY)
+    (tmp_path / "m.py").write_text("def model(ctx, **hyper):\n    raise ValueError('oops')\n")
+    assert main(["run", "s.toml", "--out", "out", "--quiet", *extra]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == "" and needle in captured.err
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_quiet_run_prints_no_third_party_warning(tmp_path):
+    """A one-chain run with a fresh ArviZ cache (its once-a-day refactor notice due) writes nothing to stderr:
+    neither ArviZ's import-time FutureWarning nor its shape warning for one chain."""
+    import os
+    import subprocess
+    import sys
+
+    (tmp_path / "s.toml").write_text(TINY)
+    env = {**os.environ, "XDG_CACHE_HOME": str(tmp_path / "cache"), "OMP_NUM_THREADS": "1"}
+    env.pop("PYTHONWARNINGS", None)
+    proc = subprocess.run([sys.executable, "-m", "pyro_dps", "run", "s.toml", "--out", "out", "--quiet"],
+                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr == "", proc.stderr
+    assert (tmp_path / "out" / "metrics.json").is_file()

@@ -22,28 +22,7 @@ from pyro_dps.cli import main
 from pyro_dps.rundir import run_lock
 from pyro_dps.safefile import load_tree, save_tree
 
-TINY = """name = "tiny"
-[data]
-source = "digits"
-noise_rate = 0.3
-meta_per_class = 5
-test_per_class = 5
-[network]
-hidden = [8]
-[sampler]
-kernel = "sgld"
-step_size = 1e-4
-local_step_size = 0.05
-temperature = 0.01
-chains = 1
-warmup = 20
-samples = 4
-thin = 2
-snapshots = 1
-batch_size = 32
-check_every = 10
-[baselines]
-"""
+from tiny_configs import TINY
 
 NPZ = TINY.replace('source = "digits"', 'source = "npz"\npath = "data.npz"').replace("test_per_class = 5\n", "")
 MODEL = "from pyro_dps.models import bads\n\n\ndef model(ctx, **hyper):\n    bads.model(ctx, **hyper)\n"
@@ -184,6 +163,9 @@ def _toml_cases():
         "toml: over 1 MB": (lambda d: _cfg(d, TINY + "#" * (1 << 20) + "\n"), "larger than"),
         "toml: unknown section": (lambda d: _cfg(d, TINY + "[extra]\na = 1\n"), "extra"),
         "toml: unknown sampler key": (lambda d: _cfg(d, s("chainz = 2")), "chainz"),
+        "toml: empty file": (lambda d: _cfg(d, ""), "[data]"),
+        "toml: no [data] table": (lambda d: _cfg(d, TINY.split("[data]")[0] + TINY.split("test_per_class = 5\n")[1]),
+                                  "no [data] table"),
         # sampler settings
         "sampler: chains = true": (lambda d: _cfg(d, s("chains = true")), "sampler.chains"),
         "sampler: chains = 0": (lambda d: _cfg(d, s("chains = 0")), "sampler.chains"),
@@ -288,6 +270,21 @@ def _cli_cases():
         "cli: --seed 2^70": (lambda d: _cfg(d, TINY, "--seed", str(2 ** 70)), "seed"),
         "cli: --checkpoint-every -5": (lambda d: _cfg(d, TINY, "--checkpoint-every", "-5"), "checkpoint_every"),
         "cli: unknown command": (lambda d: ["explode"], "invalid choice"),
+        # --set SECTION.KEY=VALUE: validated exactly as the same setting in the file
+        "cli: --set unknown key": (lambda d: _cfg(d, TINY, "--set", "sampler.chainz=2"), "sampler.chainz"),
+        "cli: --set unknown section": (lambda d: _cfg(d, TINY, "--set", "extra.a=1"), "extra"),
+        "cli: --set wrong type": (lambda d: _cfg(d, TINY, "--set", "data.noise_rate=high"), "data.noise_rate"),
+        "cli: --set out of range": (lambda d: _cfg(d, TINY, "--set", "sampler.temperature=-1"),
+                                    "sampler.temperature"),
+        "cli: --set without =": (lambda d: _cfg(d, TINY, "--set", "sampler.chains"), "SECTION.KEY=VALUE"),
+        "cli: --set into a number": (lambda d: _cfg(d, TINY, "--set", "data.noise_rate.x=1"),
+                                     "data.noise_rate is not a table"),
+        "cli: --set unknown hyper-parameter": (lambda d: _cfg(d, TINY, "--set", "model.hyper.bogus=1"), "bogus"),
+        "demo: --set beta = 1.5": (lambda d: ["demo", "--out", "out", *run, "--set", "model.hyper.beta=1.5"],
+                                   "model.hyper.beta"),
+        "validate: --set chains = 0": (lambda d: ["validate", _cfg(d, TINY)[1], "--set", "sampler.chains=0"],
+                                       "sampler.chains"),
+        "validate: empty file": (lambda d: ["validate", _cfg(d, "")[1]], "[data]"),
         "cli: run without --out": (lambda d: ["run", "c.toml"], "--out"),
         "cli: --model missing file": (lambda d: _cfg(d, TINY, "--model", "nothere.py"), "nothere.py"),
         # output directories that a run must not damage

@@ -139,6 +139,102 @@ def test_png_encoder_round_trip():
         np.testing.assert_array_equal(np.round(decoded * 255).astype(np.uint8).squeeze(), image)
 
 
+# ------------------------------------------------------------------------------------------- acting on it
+def _section(text: str, name: str) -> str:
+    return re.search(rf'<section id="{name}">.*?</section>', text, re.S).group(0)
+
+
+def _rows(table: str) -> list[list[str]]:
+    body = re.search(r"<tbody>(.*?)</tbody>", table, re.S).group(1)
+    return [re.findall(r"<td[^>]*>(.*?)</td>", row, re.S) for row in re.findall(r"<tr>(.*?)</tr>", body, re.S)]
+
+
+def test_summary_comes_first_with_the_counts(run_dir):
+    import pandas as pd
+
+    text = (run_dir / "report.html").read_text()
+    assert re.findall(r'<section id="([^"]+)"', text)[:4] == ["summary", "flagged", "confusion", "diagnostics"]
+    assert re.findall(r'<section id="([^"]+)"', text)[-1] == "config"
+    assert re.search(r'<section id="config"><h2>[^<]*</h2><details>', text)  # the configuration is folded
+    csv = pd.read_csv(run_dir / "report.selection.csv")
+    summary = _section(text, "summary")
+    assert f"<b>{len(csv)}</b> training examples; <b>{int((~csv['selected']).sum())}</b> flagged" in summary
+    assert "Estimated corruption rate" in summary and "Convergence:" in summary
+    est = 100 * (1 - csv["mean"].mean())
+    assert f"<b>{est:.1f}%</b>" in summary  # 1 - mean weight, averaged
+    assert "per class" in summary and "probe" not in summary  # this run had no probes
+
+
+def test_flagged_rows_have_suggested_labels(run_dir):
+    import pandas as pd
+
+    text = (run_dir / "report.html").read_text()
+    flagged = _section(text, "flagged")
+    headers = re.findall(r"<th>(.*?)</th>", flagged)
+    assert headers[:7] == ["example", "id", "given label", "suggested label", "P(suggested)", "weight mean",
+                           "90% interval"]
+    rows = _rows(flagged)
+    csv = pd.read_csv(run_dir / "report.selection.csv").set_index("example")
+    assert 0 < len(rows) <= 60 and len(rows) == min(60, int((~csv["selected"]).sum()))
+    for row in rows:
+        assert row[0].startswith('<img class="thumb" src="data:image/png;base64,')
+        example = int(row[1])
+        assert not csv.loc[example, "selected"] and int(row[2]) == csv.loc[example, "label"]
+        suggested = int(re.sub(r"<[^>]+>", "", row[3]))
+        assert 0 <= suggested < 10 and 0.1 <= float(row[4]) <= 1
+        assert float(row[5]) == pytest.approx(csv.loc[example, "mean"], abs=1e-3)
+    means = [float(r[5]) for r in rows]
+    assert means == sorted(means)  # lowest weight first
+    confusion = _section(text, "confusion")
+    assert f"among the {len(rows)} flagged examples" in confusion and "given \\ suggested" in confusion
+
+
+def test_ground_truth_columns_only_with_ground_truth(run_dir, tmp_path, monkeypatch):
+    import pyro_dps.report as report
+
+    text = (run_dir / "report.html").read_text()
+    assert "<th>true label</th>" in text and "<th>clean (ground truth)</th>" in text  # benchmark data
+    copy = tmp_path / "run"
+    shutil.copytree(run_dir, copy)
+    with np.load(copy / "examples.npz") as npz:
+        arrays = {k: npz[k] for k in npz.files if k != "true_label"}
+    np.savez_compressed(copy / "examples.npz", **arrays)
+    groups = report.example_groups
+    monkeypatch.setattr(report, "example_groups", lambda data: {k: v for k, v in groups(data).items() if k != "clean"})
+    text = build_report(copy)
+    assert "true label" not in text and "clean (ground truth)" not in text and "Ground truth" not in text
+    rows = _rows(_section(text, "flagged"))
+    assert rows and all(len(r) == 7 and re.sub(r"<[^>]+>", "", r[3]).isdigit() for r in rows)
+
+
+def test_tables_sort_and_filter_inline(run_dir):
+    text = (run_dir / "report.html").read_text()
+    script = re.search(r"<script>(.*?)</script>", text, re.S).group(1)
+    assert "table.sortable" in script and "input.filter" in script and "data-v" in script
+    assert "<script src" not in text and not re.search(r"https?://", script)
+    for table in ("flagged-table", "checks-table"):
+        assert re.search(rf'<table class="[^"]*\bsortable\b[^"]*" id="{table}">', text)
+        assert f'<input class="filter" type="search" data-table="{table}"' in text
+    assert re.search(r'<td class="num" data-v="[-0-9.e]+">', _section(text, "flagged"))
+    assert not re.search(r'(src|href)\s*=\s*"(?!data:|#)', text)  # still self-contained
+
+
+def test_corruption_rate_from_draws():
+    from pyro_dps.selection import corruption_rate, corruption_rate_by_group
+
+    rng = np.random.default_rng(0)
+    draws = rng.uniform(size=(2, 50, 30))
+    est, lo, hi = corruption_rate(draws)
+    per_draw = 1 - draws.reshape(100, 30).mean(1)
+    assert est == pytest.approx(1 - draws.mean()) and lo <= est <= hi
+    assert (lo, hi) == pytest.approx(tuple(np.quantile(per_draw, [0.05, 0.95])))
+    groups = np.repeat(["a", "b", "c"], 10)
+    r = corruption_rate_by_group(draws, groups)
+    assert list(r["level"]) == ["a", "b", "c"] and list(r["count"]) == [10, 10, 10]
+    for i, level in enumerate("abc"):
+        assert r["estimate"][i] == pytest.approx(1 - draws[..., groups == level].mean())
+
+
 # ------------------------------------------------------------------------------------------- browser
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
 CHROMEDRIVER = shutil.which("chromedriver")
@@ -187,6 +283,18 @@ def test_report_in_headless_chromium(run_dir, tmp_path):
         rows = driver.find_elements(By.CSS_SELECTOR, "#diagnostics table.checks tbody tr")
         assert len(rows) >= 5
         assert len(driver.find_elements(By.CSS_SELECTOR, "#trusted .card img")) == 24
+        # the summary is the first section; the flagged table sorts on a header click and filters on typing
+        assert driver.find_element(By.CSS_SELECTOR, "main section").get_attribute("id") == "summary"
+        header = driver.find_elements(By.CSS_SELECTOR, "#flagged-table thead th")[5]  # weight mean
+        header.click()
+        header.click()  # descending
+        cells = driver.find_elements(By.CSS_SELECTOR, "#flagged-table tbody tr td:nth-child(6)")
+        values = [float(c.text) for c in cells]
+        assert values == sorted(values, reverse=True)
+        first_id = driver.find_element(By.CSS_SELECTOR, "#flagged-table tbody tr td:nth-child(2)").text
+        driver.find_element(By.CSS_SELECTOR, 'input[data-table="flagged-table"]').send_keys(first_id)
+        shown = [r for r in driver.find_elements(By.CSS_SELECTOR, "#flagged-table tbody tr") if r.is_displayed()]
+        assert shown and all(first_id in r.text for r in shown)
         errors = [e for e in driver.get_log("browser") if e.get("level") in ("SEVERE", "ERROR")]
         assert errors == [], errors
         height = driver.execute_script("return document.body.scrollHeight")

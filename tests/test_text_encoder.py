@@ -265,3 +265,37 @@ def test_failed_cache_write_keeps_the_old_cache(encoder, tmp_path, monkeypatch):
     with pytest.raises(DataError, match="emb.npz.* cannot be written: No space left"):
         embed_texts(["a new text"], cache=cache, encoder=encoder)
     assert cache.read_bytes() == before and sorted(p.name for p in tmp_path.iterdir()) == ["emb.npz"]
+
+
+class _CountingEncoder:
+    """A stand-in encoder (no model): a text's embedding is its length; counts the texts it encoded."""
+
+    model_id = "counting|mean|max_length=8|normalize=1"
+
+    def __init__(self, fail_after: int | None = None):
+        self.encoded: list[str] = []
+        self.fail_after = fail_after
+
+    def encode(self, texts):
+        if self.fail_after is not None and len(self.encoded) >= self.fail_after:
+            raise KeyboardInterrupt("SIGTERM")  # the run is killed while encoding
+        self.encoded += list(texts)
+        return torch.tensor([[float(len(t)), 1.0] for t in texts])
+
+
+def test_cache_is_written_in_chunks_and_resumes_after_a_kill(tmp_path, monkeypatch):
+    import pyro_dps.text.encoder as encoder_module
+
+    monkeypatch.setattr(encoder_module, "CACHE_CHUNK", 3)
+    cache = tmp_path / "emb.npz"
+    texts = [f"text number {i}" + "x" * i for i in range(8)]
+    killed = _CountingEncoder(fail_after=6)  # two chunks written, the third interrupted
+    with pytest.raises(KeyboardInterrupt):
+        embed_texts(texts, cache=cache, encoder=killed)
+    with np.load(cache) as f:
+        assert len(f["keys"]) == 6  # the finished chunks, nothing half-written
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["emb.npz"]
+    resumed = _CountingEncoder()
+    out = embed_texts(texts, cache=cache, encoder=resumed)
+    assert resumed.encoded == texts[6:]  # only what the killed run had not saved
+    assert out[:, 0].tolist() == [float(len(t)) for t in texts]

