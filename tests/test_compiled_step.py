@@ -23,7 +23,7 @@ from pyro_dps.kernels import ALGORITHMS, MinibatchSampler
 from pyro_dps.models import bads, class_balanced, latent_beta
 from pyro_dps.networks import mlp
 from pyro_dps.potential import make_potential
-from pyro_dps.schedules import Polynomial
+from pyro_dps.schedules import Cyclical, Polynomial
 
 pytestmark = pytest.mark.skipif(not any(shutil.which(c) for c in ("g++", "c++", "clang++")),
                                 reason="torch.compile (inductor) needs a C++ compiler on CPU")
@@ -122,6 +122,18 @@ def test_fit_with_compile_matches_the_eager_fit(problem, weight_update):
     assert abs(we - wc).max() < TOL
     for a, b in zip(eager.final_theta, compiled.final_theta):
         torch.testing.assert_close(a, b, rtol=0, atol=TOL)
+
+
+@pytest.mark.parametrize("weight_update", ["exact", "langevin"])
+def test_a_changing_step_size_does_not_recompile_the_step(problem, weight_update):
+    """The default schedule changes the step size every step. With the rules' keyword forms (`alpha=eps / 2`,
+    `math.sqrt(eps * T)`) dynamo specialised on every value and recompiled up to its limit (8 graphs, then
+    eager); with tensor arithmetic the step size becomes a symbolic input after at most one recompile."""
+    from torch._dynamo.utils import counters
+
+    before = counters["stats"]["unique_graphs"]
+    _chain(problem, "psgld", True, steps=24, step_size=Cyclical(3e-3, 12), weight_update=weight_update)
+    assert counters["stats"]["unique_graphs"] - before <= 2
 
 
 def test_what_cannot_be_compiled_is_a_config_error(problem):

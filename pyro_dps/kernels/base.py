@@ -31,7 +31,7 @@ from ..errors import ConfigError
 from ..potential import TracePotential, make_potential, weight_sum
 from ..schedules import make_schedule
 from ..useful_fraction import resolve_beta
-from .compiled import check_compilable, compiled_step, count_rejection, step_size_arg
+from .compiled import check_compilable, compiled_step, count_rejection
 from .conditional import conditional_weights, exact_weights_reason
 
 Batch = tuple[torch.Tensor, torch.Tensor]
@@ -269,7 +269,7 @@ def _langevin_table(potential, rule, local_rule, step_size, local_step_size, tem
             noise_u = local_noise(state.table.new_empty(train_idx.shape[0])) if noisy else None
             state.w_sum, state.stats = fused_step(
                 potential, rule, local_rule, guard, temperature, state.theta, state.theta_aux, state.table,
-                state.table_aux, train_idx, meta_idx, state.w_sum, step_size_arg(eps_t), step_size_arg(eps_u), noise_t, noise_u,
+                state.table_aux, train_idx, meta_idx, state.w_sum, eps_t, eps_u, noise_t, noise_u,
                 (state.rejected, state.run, state.max_run), U_CLAMP)
             state.step = t + 1
             return state

@@ -6,6 +6,11 @@ arithmetic, is the step's cost. For the fused BADS structure the gradient here c
 `torch.func.grad` of `FusedPotential.batch_log_joint`, so inductor fuses the forward and backward
 passes, both update rules, the guard and the scatter into a few kernels.
 
+The update rules use tensor arithmetic with the step size (no `alpha=` / `value=` keyword, no `math.sqrt`),
+so a schedule's new value every step does not make dynamo specialise on it: after one recompile the step
+size is a symbolic input (with the keyword forms every value recompiled, up to dynamo's limit, and the
+step then ran eagerly).
+
 The noise is drawn outside the compiled function, from the chain's generator and in the eager step's
 order (theta's, then the batch rows'), so a compiled chain follows the eager chain's random stream: the
 two agree up to float rounding (a test checks it).
@@ -37,12 +42,6 @@ def check_compilable(potential, rule, local_rule, comm=None) -> None:
         raise ConfigError("compile = true is not available for sharded (torchrun) runs yet")
 
 
-def step_size_arg(eps: float) -> torch.Tensor:
-    """A step size as the compiled step's argument: a 0-d CPU tensor, so that a schedule's new value each step
-    does not make dynamo specialise on it and recompile (a Python float would, up to its recompile limit)."""
-    return torch.tensor(float(eps), dtype=torch.float64)
-
-
 def count_rejection(ok: torch.Tensor, rejected: torch.Tensor, run: torch.Tensor, max_run: torch.Tensor) -> None:
     """On the device: count a rejected step (`ok` false) in the total, the current run and the longest run
     (used by the eager step too)."""
@@ -54,7 +53,7 @@ def count_rejection(ok: torch.Tensor, rejected: torch.Tensor, run: torch.Tensor,
 
 def _step(potential, rule, local_rule, guard: bool, temperature: float, theta: torch.Tensor,
           theta_aux: dict[str, Any], table: torch.Tensor, table_aux: dict[str, torch.Tensor],
-          train_idx: torch.Tensor, meta_idx: torch.Tensor, w_sum: torch.Tensor, eps_t: torch.Tensor, eps_u: torch.Tensor,
+          train_idx: torch.Tensor, meta_idx: torch.Tensor, w_sum: torch.Tensor, eps_t: float, eps_u: float,
           noise_t: torch.Tensor | None, noise_u: torch.Tensor | None, counters: tuple[torch.Tensor, ...],
           u_clamp: float):
     """One step, mutating theta, the aux states, the table and the counters in place; returns (w_sum, stats)."""
@@ -83,7 +82,7 @@ def _step(potential, rule, local_rule, guard: bool, temperature: float, theta: t
 
 def _exact_step(potential, weights, rule, guard: bool, temperature: float, theta: torch.Tensor,
                 theta_aux: dict[str, Any], w_old: torch.Tensor, rest: torch.Tensor, labels: torch.Tensor | None,
-                train_idx: torch.Tensor, meta_idx: torch.Tensor, uniforms: torch.Tensor, eps_t: torch.Tensor,
+                train_idx: torch.Tensor, meta_idx: torch.Tensor, uniforms: torch.Tensor, eps_t: float,
                 noise_t: torch.Tensor | None, counters: tuple[torch.Tensor, ...]):
     """One step of `kernels/exact_step.py`: theta's gradient (torch.func.grad of `theta_log_joint`) with the
     batch's weights drawn exactly in between its forward and backward pass; mutates theta, its rule state

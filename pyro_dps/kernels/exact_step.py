@@ -17,7 +17,7 @@ from ..errors import ConfigError
 from ..potential import weight_sum
 from ..schedules import make_schedule
 from .base import Batch, SamplingAlgorithm, SGMCMCState, initial_state, move_theta, noise_source, reduce_gradient
-from .compiled import check_compilable, compiled_exact_step, count_rejection, step_size_arg
+from .compiled import check_compilable, compiled_exact_step, count_rejection
 from .conditional import conditional_weights
 
 
@@ -65,7 +65,7 @@ def exact_gibbs_langevin(potential, rule, step_size, temperature: float, generat
         if compile:
             noise_t = theta_noise(state.theta) if temperature > 0 else None
             w_new, state.stats = fused_step(potential, cw, rule, guard, temperature, state.theta, state.theta_aux,
-                                            w_old, rest, labels, train_idx, meta_idx, u, step_size_arg(eps_t), noise_t,
+                                            w_old, rest, labels, train_idx, meta_idx, u, eps_t, noise_t,
                                             (state.rejected, state.run, state.max_run))
         else:
             draw = lambda losses: cw.draw(losses, w_old, rest, labels, temperature, u, gather, start)  # noqa: E731
