@@ -44,12 +44,12 @@ from pyro_dps.baselines import BASELINES, BETA_BASELINES, cleanlab_available, ru
 from pyro_dps.config import DEMO, load_config, sampler_config
 from pyro_dps.context import Problem
 from pyro_dps.data import DATA_ENV_VAR, DataSplits, stratified_split
-from pyro_dps.driver import fit
+from pyro_dps.driver import SamplerConfig, fit
 from pyro_dps.errors import DPSError
 from pyro_dps.metrics import accuracy, noise_auroc
 from pyro_dps.model_loader import load_model
 from pyro_dps.run_length import CYCLE_PEAK, auto_schedule
-from pyro_dps.scenario import build_data, build_network
+from pyro_dps.scenario import baseline_settings, build_data, build_network
 from pyro_dps.training import predict_proba
 from pyro_dps.useful_fraction import estimate_useful_fraction
 
@@ -106,11 +106,10 @@ def method_settings(config: dict, method: str, steps: int, preset: dict, beta: f
     table = config["baselines"]
     settings = dict(table.get(method, table.get("mixing", {"lr": 1e-3, "optimizer": "adam"})))
     settings.pop("steps", None)
-    settings.setdefault("batch_size", config["sampler"].get("batch_size", 128))
+    settings = baseline_settings(method, settings, config["sampler"].get("batch_size", SamplerConfig.batch_size),
+                                 config["sampler"].get("meta_batch_size"))
     if method in BETA_BASELINES:
         settings["beta"] = float(beta)
-    if method in ("blo", "mwn"):
-        settings["meta_batch_size"] = config["sampler"].get("meta_batch_size") or settings["batch_size"]
     aux = max(1, int(steps * preset.get("aux_fraction", 1.0)))
     if method == "cds":
         settings["score_steps"] = aux

@@ -60,7 +60,7 @@ from pyro_dps.data.text import REVIEW_DOMAINS, mean_weight_by_domain
 from pyro_dps.driver import SamplerConfig, fit
 from pyro_dps.metrics import accuracy, noise_auroc
 from pyro_dps.model_loader import load_model
-from pyro_dps.scenario import build_data, build_network
+from pyro_dps.scenario import baseline_settings, build_data, build_network
 from pyro_dps.training import per_example_loss, predict_proba
 from pyro_dps.useful_fraction import best_bin_estimate, cross_fitted_scores
 
@@ -169,13 +169,13 @@ def beta_diagnosis(data, init_net, seed: int, est: dict) -> dict:
             "cpu_seconds": time.process_time() - start}
 
 
-def baseline_settings(config: dict, method: str, steps: int, beta: float) -> dict:
+def method_settings(config: dict, method: str, steps: int, beta: float) -> dict:
+    """A baseline's settings: its table (else mixing's) with the batch sizes BADS used (SamplerConfig's)."""
     table = config["baselines"]
     settings = dict(table.get(method, table.get("mixing", {"lr": 1e-3, "optimizer": "adam"})))
-    settings.pop("steps", None)
-    settings["batch_size"] = 128  # SamplerConfig's default batch, as BADS used
-    if method in ("blo", "mwn"):
-        settings["meta_batch_size"] = 128  # the sampler's meta batch (min with N_m inside)
+    for key in ("steps", "batch_size", "meta_batch_size"):
+        settings.pop(key, None)
+    settings = baseline_settings(method, settings, SamplerConfig.batch_size, SamplerConfig.meta_batch_size)
     if method == "cds":
         settings.update(beta=float(beta), score_steps=steps)
     if method == "cleanlab":
@@ -185,7 +185,7 @@ def baseline_settings(config: dict, method: str, steps: int, beta: float) -> dic
 
 def run_other(method: str, config: dict, data, init_net, seed: int, steps: int, beta: float) -> dict:
     clean = data.clean.numpy()
-    settings = baseline_settings(config, method, steps, beta)
+    settings = method_settings(config, method, steps, beta)
     start, cpu = time.perf_counter(), time.process_time()
     net, scores = run_baseline(method, copy.deepcopy(init_net), data, steps, seed=seed, **settings)
     seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - cpu

@@ -23,7 +23,7 @@ from sklearn.metrics import roc_auc_score
 
 from .data import DataSplits
 from .errors import ConfigError, DataError
-from .selection import _flat, posterior_mean, prob_above, select_by_probability
+from .selection import pooled_draws, posterior_mean, prob_above, select_by_probability
 
 PROBE_GROUP = "probe"
 NOT_PROBE, GOOD, BAD = 0, 1, 2
@@ -148,7 +148,7 @@ def non_probe_mask(data_or_status, n: int | None = None) -> np.ndarray:
 # ------------------------------------------------------------------------------------------- the check
 def _probe_columns(w_draws, probes: ProbeSet) -> tuple[np.ndarray, np.ndarray]:
     """(draws of the probe rows only (samples, P), good flag per probe row)."""
-    flat = _flat(w_draws)
+    flat = pooled_draws(w_draws)
     rows = probes.rows
     if len(rows) == 0:
         raise DataError("the probe set is empty: no probe rows to check")

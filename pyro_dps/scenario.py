@@ -232,15 +232,15 @@ def check_model(model, problem: Problem, hyper: dict) -> None:
             TracePotential(model, problem, {**hyper, "beta": 0.5})
 
 
-def baseline_settings(name: str, settings: dict, sampler) -> dict:
+def baseline_settings(name: str, settings: dict, batch_size: int, meta_batch_size: int | None = None) -> dict:
     """A baseline's keyword settings as `pyro-dps run` and benchmarks/quality.py pass them: its own table, with
     the sampler's batch size (and meta batch size, for the baselines that take one) unless it sets its own."""
     from .baselines import EXTRA_SETTINGS
 
     settings = dict(settings)
-    settings.setdefault("batch_size", sampler.batch_size)
+    settings.setdefault("batch_size", batch_size)
     if "meta_batch_size" in EXTRA_SETTINGS.get(name, {}):
-        settings.setdefault("meta_batch_size", sampler.meta_batch_size or settings["batch_size"])
+        settings.setdefault("meta_batch_size", meta_batch_size or settings["batch_size"])
     return settings
 
 
@@ -262,7 +262,7 @@ def _run_baseline(name: str, settings: dict, config: dict, data: DataSplits, sam
     baselines that take a selected fraction get BADS's (its estimate when beta = "auto")."""
     if name not in BASELINES:
         raise ConfigError(f"baselines.{name}: unknown baseline (known: {sorted(BASELINES)})")
-    settings = baseline_settings(name, settings, sampler)
+    settings = baseline_settings(name, settings, sampler.batch_size, sampler.meta_batch_size)
     steps = settings.pop("steps", None) or total_steps
     if name in BETA_BASELINES:
         settings.setdefault("beta", float(bads_hyper.get("beta", 0.5)))

@@ -25,8 +25,8 @@ Rule = Callable[[np.ndarray], np.ndarray]  # draws (samples, N) -> bool mask (N,
 
 
 # ------------------------------------------------------------------------------------------- helpers
-def _flat(draws) -> np.ndarray:
-    """(samples, N) float array from (samples, N) or (chain, draw, N) draws."""
+def pooled_draws(draws) -> np.ndarray:
+    """Every chain's draws pooled into one (samples, N) float array, from (samples, N) or (chain, draw, N)."""
     a = np.asarray(draws, dtype=np.float64)
     if a.ndim == 3:
         a = a.reshape(-1, a.shape[-1])
@@ -56,18 +56,18 @@ def _prob(name: str, value: float, low_open: bool = False) -> float:
 
 def posterior_mean(draws) -> np.ndarray:
     """Per-example posterior mean (N,)."""
-    return _flat(draws).mean(0)
+    return pooled_draws(draws).mean(0)
 
 
 def prob_above(draws, tau: float) -> np.ndarray:
     """P(w_i > tau) per example, estimated by the fraction of draws above tau."""
-    return (_flat(draws) > tau).mean(0)
+    return (pooled_draws(draws) > tau).mean(0)
 
 
 def credible_interval(draws, interval: float = 0.9) -> tuple[np.ndarray, np.ndarray]:
     """Equal-tailed central `interval` of each example's draws: (lower, upper), each (N,)."""
     interval = _prob("interval", interval, low_open=True)
-    flat = _flat(draws)
+    flat = pooled_draws(draws)
     qs = [(1 - interval) / 2, (1 + interval) / 2]
     if not np.isfinite(flat).all():
         lo, hi = np.quantile(flat, qs, axis=0)
@@ -182,7 +182,7 @@ def selection_table(draws, example_ids=None, groups: Mapping[str, np.ndarray] | 
     """
     import pandas as pd
 
-    flat = _flat(draws)
+    flat = pooled_draws(draws)
     n = flat.shape[1]
     ids = np.arange(n) if example_ids is None else np.asarray(example_ids)
     if len(ids) != n:
@@ -259,7 +259,7 @@ def corruption_rate(draws, interval: float = 0.9) -> tuple[float, float, float]:
     mean weight averaged over examples; the interval is the equal-tailed `interval` over draws of each draw's
     average 1 - w (whose mean is the estimate), so it says how much the draws disagree on the rate."""
     interval = _prob("interval", interval, low_open=True)
-    per_draw = 1.0 - _flat(draws).mean(1)
+    per_draw = 1.0 - pooled_draws(draws).mean(1)
     lo, hi = np.quantile(per_draw, [(1 - interval) / 2, (1 + interval) / 2])
     return float(per_draw.mean()), float(lo), float(hi)
 
@@ -268,7 +268,7 @@ def corruption_rate_by_group(draws, values, interval: float = 0.9) -> dict[str, 
     """`corruption_rate` per level of a grouping (N,): {"level", "count", "estimate", "lower", "upper"}, each
     (levels,), levels sorted. One pass of bincount per draw: O(samples x N) time, O(samples x levels) memory."""
     interval = _prob("interval", interval, low_open=True)
-    flat = _flat(draws)
+    flat = pooled_draws(draws)
     values = np.asarray(values)
     if values.shape != (flat.shape[1],):
         raise DataError(f"values must have shape ({flat.shape[1]},), got {values.shape}")

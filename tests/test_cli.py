@@ -2,6 +2,7 @@
 import csv
 import json
 import shutil
+from pathlib import Path
 
 import pytest
 
@@ -174,15 +175,21 @@ def test_set_overrides_reach_the_run_and_baselines_use_the_sampler_batch(tmp_pat
 
 def test_baseline_settings_agree_with_the_quality_benchmark():
     """`pyro-dps run` and benchmarks/quality.py give a baseline the same batch sizes."""
-    from pyro_dps.driver import SamplerConfig
     from pyro_dps.scenario import baseline_settings
 
-    sampler = SamplerConfig(batch_size=64)
-    assert baseline_settings("mixing", {"lr": 1e-3}, sampler)["batch_size"] == 64
-    assert baseline_settings("mixing", {"batch_size": 8}, sampler)["batch_size"] == 8  # its own wins
-    assert "meta_batch_size" not in baseline_settings("mixing", {}, sampler)
-    assert baseline_settings("blo", {}, sampler)["meta_batch_size"] == 64
-    assert baseline_settings("mwn", {}, SamplerConfig(batch_size=64, meta_batch_size=10))["meta_batch_size"] == 10
+    assert baseline_settings("mixing", {"lr": 1e-3}, 64)["batch_size"] == 64
+    assert baseline_settings("mixing", {"batch_size": 8}, 64)["batch_size"] == 8  # its own wins
+    assert "meta_batch_size" not in baseline_settings("mixing", {}, 64)
+    assert baseline_settings("blo", {}, 64)["meta_batch_size"] == 64
+    assert baseline_settings("mwn", {}, 64, 10)["meta_batch_size"] == 10
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("quality", Path(__file__).resolve().parents[1] / "benchmarks/quality.py")
+    quality = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(quality)
+    config = {"baselines": {"blo": {"lr": 1e-3}}, "sampler": {"batch_size": 32, "meta_batch_size": 16}}
+    settings = quality.method_settings(config, "blo", 100, {}, 0.5)
+    assert (settings["batch_size"], settings["meta_batch_size"]) == (32, 16)
 
 
 def test_validate_prints_the_resolved_configuration_and_writes_nothing(tmp_path, capsys, monkeypatch):
