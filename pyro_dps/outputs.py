@@ -18,6 +18,13 @@ import numpy as np
 from .errors import ConfigError
 
 
+def current_umask() -> int:
+    """The process's umask (os.umask can only be read by setting it, so it is set back at once)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return umask
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike, error: type = ConfigError):
     """A temporary path beside `path` for a writer that needs a file name (netCDF); when the block succeeds
@@ -39,9 +46,7 @@ def atomic_path(path: str | os.PathLike, error: type = ConfigError):
             os.fsync(fd)
         finally:
             os.close(fd)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp's are private
+        os.chmod(tmp, 0o666 & ~current_umask())  # mkstemp's are private
         os.replace(tmp, path)
     except BaseException as exc:
         Path(tmp).unlink(missing_ok=True)
@@ -99,19 +104,25 @@ def write_json(path: Path, document: dict) -> None:
 
 def write_weights_csv(path: Path, summary: dict[str, np.ndarray], labels: np.ndarray,
                       clean: np.ndarray | None, example_ids: np.ndarray | None = None,
-                      flagged: np.ndarray | None = None) -> None:
+                      flagged: np.ndarray | None = None,
+                      suggested: tuple[np.ndarray, np.ndarray] | None = None) -> None:
     """One row per training example: index, label, clean flag, posterior mean, sd, 5% and 95% quantiles.
-    `flagged`: the rows that get a clean flag (default all); the others (probe examples) leave it empty."""
+    `flagged`: the rows that get a clean flag (default all); the others (probe examples) leave it empty.
+    `suggested`: (class, probability) per row (`pyro_dps.suggested`): columns suggested_label, p_suggested."""
     n = len(summary["mean"])
     ids = np.arange(n) if example_ids is None else example_ids
     flagged = np.ones(n, bool) if flagged is None else np.asarray(flagged, bool)
+    if suggested is not None and any(len(a) != n for a in suggested):
+        raise ValueError(f"suggested labels and probabilities must have {n} entries, one per example")
     with path.open("w", newline="") as fh:
         out = csv.writer(fh)
-        out.writerow(["index", "label", "clean", "mean", "sd", "q05", "q95"])
+        out.writerow(["index", "label", "clean", "mean", "sd", "q05", "q95"]
+                     + (["suggested_label", "p_suggested"] if suggested is not None else []))
         for i in range(n):
             flag = "" if clean is None or not flagged[i] else int(bool(clean[i]))
+            extra = [] if suggested is None else [int(suggested[0][i]), f"{suggested[1][i]:.6f}"]
             out.writerow([int(ids[i]), int(labels[i]), flag, f"{summary['mean'][i]:.6f}", f"{summary['sd'][i]:.6f}",
-                          f"{summary['q05'][i]:.6f}", f"{summary['q95'][i]:.6f}"])
+                          f"{summary['q05'][i]:.6f}", f"{summary['q95'][i]:.6f}", *extra])
 
 
 def plot_weights_by_group(path: Path, mean: np.ndarray, labels: np.ndarray, clean: np.ndarray | None,

@@ -23,6 +23,7 @@ import tempfile
 from pathlib import Path
 
 from .errors import ConfigError
+from .outputs import current_umask, write_atomic
 
 MANIFEST = ".pyro-dps-manifest.json"
 STAGING_MARKER = ".pyro-dps-staging"
@@ -131,21 +132,8 @@ def record(run_dir: str | os.PathLike, names) -> None:
 
 
 def _write_manifest(run_dir: Path, files: dict) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f"{MANIFEST}.", suffix=".tmp", dir=run_dir)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump({"written_by": "pyro-dps", "files": files}, fh, indent=1, sort_keys=True)
-        os.chmod(tmp, 0o666 & ~_umask())
-        os.replace(tmp, run_dir / MANIFEST)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def _umask() -> int:
-    umask = os.umask(0)
-    os.umask(umask)
-    return umask
+    write_atomic(run_dir / MANIFEST, lambda fh: json.dump({"written_by": "pyro-dps", "files": files}, fh, indent=1,
+                                                          sort_keys=True))
 
 
 @contextlib.contextmanager
@@ -209,7 +197,7 @@ def staged_directory(out: str | os.PathLike, overwrite: bool = False):
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
         stage = Path(tempfile.mkdtemp(prefix=f".{out.name}.staging-", dir=out.parent))
-        stage.chmod(0o777 & ~_umask())
+        stage.chmod(0o777 & ~current_umask())
         (stage / STAGING_MARKER).touch()
     except OSError as exc:
         raise ConfigError(f"output directory {str(out)!r} cannot be written: {exc.strerror or exc}") from exc

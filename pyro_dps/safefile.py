@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +21,7 @@ import numpy as np
 import torch
 
 from .errors import DPSError
+from .outputs import write_atomic
 
 SKELETON_KEY = "pyro_dps"
 MAX_HEADER = 100 * 2 ** 20  # safetensors' own limit on the JSON header
@@ -85,27 +85,14 @@ def _hashable(key: Any) -> Any:
 
 
 def save_tree(path: str | os.PathLike, tree: Any) -> Path:
-    """Write `tree` to `path` atomically (unique temporary file, fsync, rename)."""
+    """Write `tree` to `path` atomically (`outputs.write_atomic`: unique temporary file, fsync, rename)."""
     from safetensors.torch import save
 
     path = Path(path)
     packer = _Packer()
     skeleton = json.dumps(packer.pack(tree), allow_nan=False)
     blob = save(packer.tensors, metadata={SKELETON_KEY: skeleton})
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(blob)
-            fh.flush()
-            os.fsync(fh.fileno())
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return write_atomic(path, lambda fh: fh.write(blob), binary=True, error=DPSError)
 
 
 def is_pickle_file(path: str | os.PathLike) -> bool:
