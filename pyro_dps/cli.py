@@ -127,7 +127,7 @@ def _run(args) -> None:
     device = local_device(check_device(args.device, "--device") if args.device else
                           ("cuda" if torch.cuda.is_available() else "cpu"))
     comm = init_from_env(device)  # under torchrun: join the process group (gloo on CPU, NCCL on CUDA)
-    run_scenario(config, args.out, seed=args.seed, device=device, chains=args.chains, progress=not args.quiet,
+    run_scenario(config, args.out, seed=args.seed, device=device, chains=args.chains, progress=False if args.quiet else None,
                  resume=args.resume, checkpoint_every=args.checkpoint_every, comm=comm, overwrite=args.overwrite)
 
 

@@ -28,6 +28,7 @@ from .selection import pooled_draws, posterior_mean, prob_above, select_by_proba
 PROBE_GROUP = "probe"
 NOT_PROBE, GOOD, BAD = 0, 1, 2
 MAX_PER_CLASS = 10 ** 6
+PROBE_TEXT = "(probe example: a copy of a meta example)"  # the text of a probe row of text data (never shown)
 
 
 @dataclass(frozen=True)
@@ -124,7 +125,8 @@ def add_probes(data: DataSplits, per_class: int, seed: int) -> tuple[DataSplits,
             [data.clean, torch.tensor([True] * p + [False] * p, device=data.clean.device)]),
         y_train_true=None if data.y_train_true is None else torch.cat(
             [data.y_train_true, labels[:p], labels[:p]]),
-        groups=groups)
+        groups=groups,
+        texts_train=None if data.texts_train is None else (*data.texts_train, *[PROBE_TEXT] * (2 * p)))
     return out.validate(), ProbeSet(np.arange(n, n + p), np.arange(n + p, n + 2 * p))
 
 

@@ -50,3 +50,13 @@ def arviz_stats() -> Iterator[None]:
     finally:
         for logger in loggers:
             logger.removeFilter(quiet)
+
+
+@contextlib.contextmanager
+def arviz_plotting() -> Iterator[None]:
+    """Around ArviZ's plotting calls for the report: without the shape warning, and without the warnings raised
+    from ArviZ's own modules (ArviZ 0.x's matplotlib backend calls matplotlib APIs that matplotlib 3.11
+    deprecates: nothing a pyro-dps user can change)."""
+    with arviz_stats(), warnings.catch_warnings():
+        warnings.filterwarnings("ignore", module=r"arviz(_plots|_stats|_base)?(\.|$)")
+        yield

@@ -1,5 +1,6 @@
 """report.html: one self-contained page a person reads in a browser (figures as base64 PNG, inline CSS,
-nothing fetched), built from a run directory's own files: metrics.json, draws.nc and examples.npz.
+nothing fetched), built from a run directory's own files: metrics.json, draws.nc, weights.csv (the suggested
+labels) and examples.npz.
 
     pyro-dps report runs/demo                  # writes runs/demo/report.html and report.selection.csv
     write_report("runs/demo", "/tmp/r.html")   # and /tmp/r.selection.csv
@@ -7,8 +8,9 @@ nothing fetched), built from a run directory's own files: metrics.json, draws.nc
 Sections (HTML ids), in order: summary (what to read in ten seconds: counts, the estimated corruption rate
 overall and per class/group, the probes' detection quality, one sentence on convergence), flagged (the
 examples the selection drops, lowest weight first, with their suggested label: `report_sections`),
-confusion (given x suggested label among them), diagnostics, weights, trusted, uncertain, selection, probes
-(the self-check with probe examples, when the run had them: `pyro_dps.probes`), metrics, config (folded).
+confusion (given x suggested label, each example weighted by its posterior expected drop), diagnostics
+(trace/rank/ESS plots drawn by ArviZ's own functions: `report_plots`), weights, trusted, uncertain, selection,
+probes (the self-check with probe examples, when the run had them: `pyro_dps.probes`), metrics, config (folded).
 Ground-truth columns appear only when the run's data had them. The flagged and checks tables sort on a
 header click and filter by a text box (a small inline script; nothing fetched). Probe examples are left out of
 every other section: those report on the user's own training examples only.
@@ -34,9 +36,10 @@ from typing import Any, Callable
 import numpy as np
 
 from .arviz_data import ARVIZ_VERSION, RunDirError, arviz_line, example_groups, load_run, to_arviz, weight_draws
-from .diagnostics import Thresholds, diagnose, overall, plot_diagnostic_histograms, plot_rank, plot_trace, \
-    plot_weights_by_group, summary, worst_examples
+from .diagnostics import Thresholds, diagnose, overall, plot_diagnostic_histograms, plot_weights_by_group, summary, \
+    worst_examples
 from .outputs import write_atomic
+from .report_plots import diagnostic_figures
 from .probes import NOT_PROBE, PROBE_GROUP, ProbeSet, non_probe_mask, probe_report, probes_from_group
 from .errors import DPSError
 from .selection import beta_budget, chain_jaccard, credible_interval, jaccard, mean_offdiagonal, probability_rule, \
@@ -414,12 +417,12 @@ def _build(run_dir: Path, run_label: str | None, thresholds: Thresholds | None, 
     groups = example_groups(data)
     plan = _plan(draws, config, ds, metrics.get("hyper"))
     info = _stored_examples(run_dir, ids)
-    suggested, note = rs.suggest_labels(run_dir, info, groups.get("label"))
+    sug = rs.suggest_labels(run_dir, info, groups.get("label"), ids)
     n = draws.shape[-1]
     parts = [_head(run_dir, run_label, metrics, config, n, probes, diag),
-             rs.summary_section(draws, plan, groups, metrics, overall(checks), checks),
-             rs.flagged_section(plan, ids, groups, info, suggested, note),
-             rs.confusion_section(plan, groups, suggested),
+             rs.summary_section(draws, plan, groups, metrics, overall(checks), checks, sug),
+             rs.flagged_section(plan, ids, groups, info, sug),
+             rs.confusion_section(plan, groups, sug),
              _diagnostics_section(diag, checks, th, diag_data, n, sampled),
              _weights_section(data, groups, plan), _gallery_sections(plan, ids, groups, info, n),
              _selection_section(plan, draws, groups, csv_name),
@@ -427,6 +430,8 @@ def _build(run_dir: Path, run_label: str | None, thresholds: Thresholds | None, 
              _metrics_section(metrics), _config_section(config, metrics),
              f"</main><script>{rs.SORT_SCRIPT}</script></body></html>"]
     table = selection_table(draws, ids, groups, plan.keep_top, tau=plan.tau, threshold=plan.cut, interval=0.9)
+    if sug.every_example:  # the CSV beside the page holds every example's suggested label too
+        table = table.assign(suggested_label=sug.label, p_suggested=sug.prob)
     return "\n".join(parts), table
 
 
@@ -535,10 +540,8 @@ def _diagnostics_section(diag, checks, th: Thresholds, data, n: int, sampled: st
         + (HINT if frac < 0.95 else "")
         + _figure(_figure_uri(plot_diagnostic_histograms(diag, th)), "R-hat and ESS histograms",
                   "Per-example R-hat and bulk ESS of the weights, thresholds dashed.")
-        + _figure(_figure_uri(plot_trace(data, examples=worst)), "trace plots",
-                  f"Per-draw scalars and the weights with the highest R-hat (examples {', '.join(map(str, worst))}).")
-        + _figure(_figure_uri(plot_rank(data, examples=worst)), "rank plots",
-                  "Rank plots: every chain should spread evenly over all ranks.")
+        + "".join(_figure(_figure_uri(f.figure), f.alt, f.caption)
+                  for f in diagnostic_figures(data, worst, th.ess_needed(diag.chains)))
         + "</section>")
 
 

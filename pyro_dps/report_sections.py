@@ -2,19 +2,24 @@
 their suggested labels, and the label confusion among them; plus the page's small sort/filter script.
 
 Suggested label: the class the run's posterior predictive finds most likely for the example, the softmax
-averaged over the run's theta snapshots (`posterior.safetensors`, read as `pyro-dps score` reads it, no
-pickle) on the model inputs examples.npz stores for the listed examples. It is shown only when both are
-there and the run's model is a built-in one (a run directory never makes pyro-dps import a file it names).
+averaged over the run's theta snapshots. The run writes it for every example into weights.csv
+(`pyro_dps.suggested`); for a run directory of an older pyro-dps without those columns, it is recomputed
+from `posterior.safetensors` (read as `pyro-dps score` reads it, no pickle) on the model inputs examples.npz
+stores for the listed examples, when the run's model is a built-in one (a run directory never makes pyro-dps
+import a file it names).
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from .errors import DataError
 from .report import MAX_FLAGGED, MAX_LEVELS, MAX_TEXT, _Examples, _Plan, _badge, _cell, _esc, _fmt, _table, \
     filter_box, flagged_order
 from .selection import corruption_rate, corruption_rate_by_group
+from .suggested import read_suggestions
 
 SORT_SCRIPT = """
 (function () {
@@ -45,7 +50,8 @@ SORT_SCRIPT = """
     box.addEventListener('input', function () {
       var q = box.value.trim().toLowerCase();
       Array.from(table.tBodies[0].rows).forEach(function (r) {
-        r.style.display = r.textContent.toLowerCase().indexOf(q) >= 0 ? '' : 'none';
+        var text = Array.prototype.map.call(r.cells, function (c) { return c.textContent; }).join('\t');
+        r.style.display = text.toLowerCase().indexOf(q) >= 0 ? '' : 'none';
       });
     });
   });
@@ -54,11 +60,47 @@ SORT_SCRIPT = """
 
 
 # ------------------------------------------------------------------------------------------- suggested labels
-def suggest_labels(run_dir: Path, info: _Examples, labels: np.ndarray | None) -> tuple[dict, str]:
+@dataclass
+class Suggestions:
+    """Suggested label and its probability per example position (-1 and NaN where unknown), with a note on
+    where they came from; `every_example`: read from weights.csv, so every example has one."""
+
+    label: np.ndarray
+    prob: np.ndarray
+    note: str
+    every_example: bool = False
+
+    def get(self, pos: int) -> tuple[int | None, float | None]:
+        """(suggested class, its probability) of example position `pos`, or (None, None)."""
+        return (int(self.label[pos]), float(self.prob[pos])) if self.label[pos] >= 0 else (None, None)
+
+
+def suggest_labels(run_dir: Path, info: _Examples, labels: np.ndarray | None, ids: np.ndarray) -> Suggestions:
+    """The run's suggested labels for every example (weights.csv); for a run directory without them (an older
+    pyro-dps), the posterior predictive recomputed on the listed examples whose inputs examples.npz stored."""
+    n = len(ids)
+    try:
+        read = read_suggestions(run_dir / "weights.csv", ids)
+        problem = ""
+    except DataError as exc:
+        read, problem = None, f"The suggested labels in weights.csv cannot be used ({str(exc)[:160]}). "
+    if read is not None:
+        return Suggestions(read["label"], read["prob"], "Suggested label: the most likely class under the posterior "
+                           "predictive (softmax averaged over the run's theta snapshots), computed by the run for "
+                           "every example (weights.csv, columns suggested_label and p_suggested).", True)
+    found, note = _stored_suggestions(run_dir, info, labels)
+    label, prob = np.full(n, -1, np.int64), np.full(n, np.nan)
+    for pos, (c, q) in found.items():
+        label[pos], prob[pos] = c, q
+    return Suggestions(label, prob, problem + note)
+
+
+def _stored_suggestions(run_dir: Path, info: _Examples, labels: np.ndarray | None) -> tuple[dict, str]:
     """({position: (suggested class, its probability)}, note) for the examples whose inputs the run stored."""
     if not info.inputs:
-        return {}, (f"Suggested labels need the examples' model inputs in examples.npz, which this run did not "
-                    "store (a run of an older pyro-dps, or inputs larger than the report keeps).")
+        return {}, ("Suggested labels need weights.csv's suggested_label column or the examples' model inputs in "
+                    "examples.npz; this run has neither (a run of an older pyro-dps, or inputs larger than the "
+                    "report keeps).")
     try:
         probs, k = _predictive(run_dir, info, labels)
     except Exception as exc:  # noqa: BLE001 - a page without suggestions is still a page
@@ -67,7 +109,8 @@ def suggest_labels(run_dir: Path, info: _Examples, labels: np.ndarray | None) ->
     best = probs.argmax(1)
     out = {p: (int(c), float(probs[i, c])) for i, (p, c) in enumerate(zip(pos, best))}
     return out, (f"Suggested label: the most likely class under the posterior predictive (softmax averaged over "
-                 f"the run's {k} theta snapshots).")
+                 f"the run's {k} theta snapshots), recomputed for the listed examples only: this run's weights.csv "
+                 "has no suggested_label column (a run of an older pyro-dps, or one that could not compute them).")
 
 
 def _predictive(run_dir: Path, info: _Examples, labels: np.ndarray | None) -> tuple[np.ndarray, int]:
@@ -75,7 +118,6 @@ def _predictive(run_dir: Path, info: _Examples, labels: np.ndarray | None) -> tu
     import torch
 
     from .context import Problem
-    from .errors import DataError
     from .potential import TracePotential
     from .scenario import build_network
     from .scoring import _ShapeOnly, load_posterior_state, scoring_model
@@ -145,7 +187,19 @@ def _rate_rows(draws: np.ndarray, groups: dict, flagged: np.ndarray) -> list[lis
     return rows
 
 
-def summary_section(draws: np.ndarray, plan: _Plan, groups: dict, metrics: dict, status: str, checks) -> str:
+def _relabel_sentence(plan: _Plan, groups: dict, sug: Suggestions | None) -> str:
+    """How many flagged examples the posterior predictive would give another label (every example's known)."""
+    labels = groups.get("label")
+    if sug is None or not sug.every_example or labels is None:
+        return ""
+    flagged = ~plan.keep_top
+    other = int((flagged & (sug.label != np.asarray(labels))).sum())
+    return (f"<li><b>{other}</b> of the {int(flagged.sum())} flagged examples have a suggested label other than "
+            'their given one (<a href="#confusion">estimated label confusion</a>).</li>')
+
+
+def summary_section(draws: np.ndarray, plan: _Plan, groups: dict, metrics: dict, status: str, checks,
+                    sug: Suggestions | None = None) -> str:
     """The page's first section: what a person reads in ten seconds."""
     n = draws.shape[-1]
     flagged = ~plan.keep_top
@@ -157,7 +211,8 @@ def summary_section(draws: np.ndarray, plan: _Plan, groups: dict, metrics: dict,
             f"<li><b>{n}</b> training examples; <b>{int(flagged.sum())}</b> flagged "
             f"({100 * flagged.mean():.1f}%): dropped by the report's selection rule, the top floor(N beta) = "
             f"{plan.k} by posterior mean weight ({_esc(plan.beta_note)}).</li>"
-            f"<li>Estimated corruption rate: {_rate(*corruption_rate(draws))}.</li>{truth}"
+            + _relabel_sentence(plan, groups, sug)
+            + f"<li>Estimated corruption rate: {_rate(*corruption_rate(draws))}.</li>{truth}"
             + _probe_sentence(metrics.get("probes"))
             + f"<li>{_convergence_sentence(status, checks)}</li></ul>"
             + "<details><summary>estimated corruption rate per class and group</summary>"
@@ -176,7 +231,7 @@ def _media(pos: int, info: _Examples, ex) -> str:
     return f'<img class="thumb" src="{uri}" alt="example {_esc(ex)}">' if uri else ""
 
 
-def flagged_section(plan: _Plan, ids: np.ndarray, groups: dict, info: _Examples, suggested: dict, note: str) -> str:
+def flagged_section(plan: _Plan, ids: np.ndarray, groups: dict, info: _Examples, sug: Suggestions) -> str:
     """The flagged examples with the lowest weights: thumbnail or text, given and suggested label, weight."""
     order = flagged_order(plan)
     shown = order[:MAX_FLAGGED]
@@ -187,11 +242,11 @@ def flagged_section(plan: _Plan, ids: np.ndarray, groups: dict, info: _Examples,
     rows = []
     for pos in shown.tolist():
         given = labels[pos] if labels is not None else None
-        sug, prob = suggested.get(pos, (None, None))
-        differs = sug is not None and given is not None and sug != given
+        guess, prob = sug.get(pos)
+        differs = guess is not None and given is not None and guess != given
         row = [_media(pos, info, ids[pos]), (_esc(ids[pos]), ids[pos] if ids.dtype.kind in "iuf" else None),
                _esc(given) if given is not None else "&ndash;",
-               (f'<b class="sug">{sug}</b>' if differs else _esc(sug)) if sug is not None else "&ndash;",
+               (f'<b class="sug">{guess}</b>' if differs else _esc(guess)) if guess is not None else "&ndash;",
                (f"{prob:.3f}" if prob is not None else "&ndash;", prob), (f"{plan.mean[pos]:.3f}", plan.mean[pos]),
                f"[{plan.lo[pos]:.2f}, {plan.hi[pos]:.2f}]"]
         true = info.true_labels.get(pos)
@@ -201,34 +256,63 @@ def flagged_section(plan: _Plan, ids: np.ndarray, groups: dict, info: _Examples,
     head = (f"<p>{len(order)} examples are flagged; the {len(shown)} with the lowest posterior mean weight are "
             "listed (all of them in the CSV, column <code>selected</code> = False). Click a header to sort, type "
             "to filter.</p>")
-    notes = "".join(f'<p class="note">{_esc(t)}</p>' for t in (note, info.note) if t)
+    notes = "".join(f'<p class="note">{_esc(t)}</p>' for t in (sug.note, info.note) if t)
     return ('<section id="flagged"><h2>Flagged examples</h2>' + head + notes
-            + (filter_box("flagged-table", "filter: id, label, ...")
+            + (filter_box("flagged-table", "filter: id, label, text, ...")
                + _table(headers, rows, "sortable flagged", "flagged-table") if rows else '<p class="note">none</p>')
             + "</section>")
 
 
-def confusion_section(plan: _Plan, groups: dict, suggested: dict) -> str:
-    """Given label x suggested label, counted among the listed flagged examples."""
+MAX_CONFUSION = 20  # classes the confusion table shows (those with the most weight); the others are "other"
+
+
+def confusion_counts(given: np.ndarray, suggested: np.ndarray, weights: np.ndarray,
+                     max_classes: int = MAX_CONFUSION) -> tuple[list[str], np.ndarray]:
+    """(class names, (M, K, K) sums of each of the M rows of `weights` (M, N) per (given, suggested) pair): the
+    `max_classes` classes with the most of the first row's weight as given or suggested label, the rest folded
+    into a last class "other"."""
+    weights = np.atleast_2d(np.asarray(weights, dtype=np.float64))
+    classes = np.unique(np.concatenate([given, suggested]))
+    k = len(classes)
+    cell = np.searchsorted(classes, given) * k + np.searchsorted(classes, suggested)
+    mass = np.stack([np.bincount(cell, weights=w, minlength=k * k).reshape(k, k) for w in weights])
+    if k <= max_classes:
+        return [str(c) for c in classes], mass
+    keep = np.sort(np.argsort(-(mass[0].sum(0) + mass[0].sum(1)), kind="stable")[:max_classes])
+    index = np.full(k, max_classes)
+    index[keep] = np.arange(max_classes)
+    folded = np.zeros((len(weights), max_classes + 1, max_classes + 1))
+    np.add.at(folded, (slice(None), index[:, None], index[None, :]), mass)
+    return [str(c) for c in classes[keep]] + ["other"], folded
+
+
+def confusion_section(plan: _Plan, groups: dict, sug: Suggestions) -> str:
+    """Given label x suggested label, each example weighted by its posterior probability of being dropped."""
+    title = '<section id="confusion"><h2>Estimated label confusion</h2>'
     labels = groups.get("label")
-    shown = [p for p in flagged_order(plan)[:MAX_FLAGGED].tolist() if p in suggested]
-    if labels is None or not shown:
-        return ('<section id="confusion"><h2>Label confusion among flagged examples</h2><p class="note">No '
-                "suggested labels for the flagged examples (see above), so no confusion table.</p></section>")
-    given = np.asarray([labels[p] for p in shown])
-    sug = np.asarray([suggested[p][0] for p in shown])
-    classes = np.unique(np.concatenate([given, sug]))
+    known = np.flatnonzero(sug.label >= 0)
+    if not sug.every_example:  # an older run directory: the listed flagged examples' recomputed suggestions
+        known = np.intersect1d(known, flagged_order(plan)[:MAX_FLAGGED])
+    if labels is None or not known.size:
+        return (title + '<p class="note">No suggested labels (see the flagged examples above), so no confusion '
+                "table.</p></section>")
+    given, suggested, drop = np.asarray(labels)[known], sug.label[known], 1.0 - plan.mean[known]
+    names, (mass, flagged) = confusion_counts(given, suggested, np.stack([drop, ~plan.keep_top[known]]))
     rows = []
-    for g in classes:
-        counts = [int(((given == g) & (sug == s)).sum()) for s in classes]
-        if sum(counts):
-            rows.append([f"<b>{_esc(g)}</b>"] + [(str(c) if c else "&middot;", c) for c in counts]
-                        + [(str(sum(counts)), sum(counts))])
-    changed = int((given != sug).sum())
-    return ('<section id="confusion"><h2>Label confusion among flagged examples</h2>'
-            f"<p>Counts (not weighted) among the {len(shown)} flagged examples listed above: rows the given label, "
-            f"columns the suggested label. {changed} of them would change label; the diagonal holds flagged "
-            "examples whose given label the network agrees with (suspect for another reason: ambiguous, "
-            "atypical, or a weight the chains disagree on).</p>"
-            + _table(["given \\ suggested"] + [_esc(s) for s in classes] + ["total"], rows, "confusion")
+    for i, name in enumerate(names):
+        if mass[i].sum() >= 0.05 or flagged[i].sum():
+            rows.append([f"<b>{_esc(name)}</b>"] + [(f"{v:.1f}" if v >= 0.05 else "&middot;", v) for v in mass[i]]
+                        + [(f"{mass[i].sum():.1f}", mass[i].sum()), (str(int(flagged[i].sum())), flagged[i].sum())])
+    off = float(mass.sum() - np.trace(mass))  # ("other" x "other" counts as diagonal)
+    scope = (f"all {len(known)} examples (the {int((~plan.keep_top).sum())} flagged ones included)"
+             if sug.every_example else f"the {len(known)} listed flagged examples only (see the note above)")
+    return (title + f"<p>Estimated number of corrupted examples per given label (rows) and suggested label "
+            f"(columns), over {scope}: each example contributes 1 &minus; its posterior mean weight (its posterior "
+            "expected drop, as in the summary's corruption rate) to the cell of its given and suggested label. "
+            f"Total {mass.sum():.1f}, of which {off:.1f} off the diagonal: examples the network would relabel. The "
+            "diagonal holds examples whose given label the network agrees with, suspect for another reason "
+            "(ambiguous, atypical, or a weight the chains disagree on). Last column: the flagged examples "
+            "(counted, not weighted) per given label.</p>"
+            + _table(["given \\ suggested"] + [_esc(n) for n in names] + ["total", "flagged"], rows,
+                     "confusion sortable", "confusion-table")
             + "</section>")

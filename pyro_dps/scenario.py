@@ -27,6 +27,7 @@ from .run_length import resolve_length
 from .outputs import check_writable, metrics_document, plain, plot_weights_by_group, write_json, \
     write_weights_csv
 from .rundir import check_out_dir, remove_stale_staging, run_lock, staged_directory
+from .suggested import run_suggestions
 from .training import predict_proba
 
 
@@ -121,7 +122,7 @@ def model_hyper(model, hyper: dict) -> dict:
 
 
 def run_scenario(config: dict, out: str | Path | None = None, *, seed: int | None = None, device: str | None = None,
-                 chains: int | None = None, progress: bool = True, echo=print, resume: bool = False,
+                 chains: int | None = None, progress: bool | None = None, echo=print, resume: bool = False,
                  checkpoint_every: int | None = None, comm: Communicator | None = None,
                  overwrite: bool = False) -> dict[str, Any] | None:
     """Run BADS and the configured baselines; write the run's files to `out` (staged); return metrics.json.
@@ -132,7 +133,9 @@ def run_scenario(config: dict, out: str | Path | None = None, *, seed: int | Non
     `<out>.checkpoint.safetensors` (every `checkpoint_every` steps) and `resume=True` continues an
     interrupted run from there if it was written by the same run; both side files go when the run completes.
     Under torchrun every rank samples its shard; rank 0 alone runs the baselines, writes the files and
-    returns the metrics (the other ranks return None).
+    returns the metrics (the other ranks return None). `seed` (the CLI's --seed) seeds the data, the chains and
+    the baselines; without it the data's seed does, and the chains take `[sampler] seed` when the configuration
+    sets one. `chains`, `device` and `progress` given here override the [sampler] table; None keeps it.
     """
     comm = comm or Communicator()
     if out is None or not comm.main:
@@ -148,9 +151,10 @@ def _run(config, out, seed, device, chains, progress, echo, resume, checkpoint_e
     """`run_scenario` once its output directory is checked and locked."""
     if not comm.main:
         echo = lambda *a, **k: None  # noqa: E731 - rank 0 speaks for the run
+    chain_seed = seed if seed is not None else config["sampler"].get("seed", config["data"].get("seed", 0))
     seed = config["data"].get("seed", 0) if seed is None else seed
     data_spec = {**config["data"], "seed": seed}
-    sampler = sampler_config(config, seed=seed, device=device, chains=chains, progress=progress,
+    sampler = sampler_config(config, seed=chain_seed, device=device, chains=chains, progress=progress,
                              checkpoint_every=checkpoint_every).validate(None)  # all settings before any work
     side = {} if out is None else {"checkpoint": Path(f"{out}.checkpoint.safetensors"),
                                    "spill_path": Path(f"{out}.spill.nc")}
@@ -198,9 +202,11 @@ def _run(config, out, seed, device, chains, progress, echo, resume, checkpoint_e
     document.update(model_record(posterior))
     echo(result_table(document))
     if out is not None:
+        suggested = run_suggestions(posterior, data, echo)  # the posterior predictive's class, every example
         with staged_directory(out, overwrite) as stage:
             write_json(stage / "metrics.json", document)
-            write_weights_csv(stage / "weights.csv", summary, data.y_train.numpy(), clean, flagged=keep)
+            write_weights_csv(stage / "weights.csv", summary, data.y_train.numpy(), clean, flagged=keep,
+                              suggested=suggested)
             posterior.save_draws(stage / "draws.nc", example_coords(data))
             save_posterior_state(stage / STATE_FILE, posterior, config, tuple(data.x_train.shape[1:]),
                                  data.num_classes)

@@ -266,3 +266,25 @@ def test_a_quiet_run_prints_no_third_party_warning(tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert proc.stderr == "", proc.stderr
     assert (tmp_path / "out" / "metrics.json").is_file()
+
+
+def test_the_sampler_seed_and_progress_of_the_configuration_are_honoured(capsys):
+    """`[sampler] seed` (or --set sampler.seed=...) seeds the chains when --seed is not given, and
+    `[sampler] progress = false` silences the bars without --quiet (both were overridden by the CLI's defaults)."""
+    import tomllib
+
+    from pyro_dps.config import validate_config
+    from pyro_dps.scenario import run_scenario
+
+    def weights(extra: str) -> dict:
+        config = validate_config(tomllib.loads(TINY.replace("[sampler]", "[sampler]\n" + extra)))
+        return run_scenario(config, None, echo=lambda *a: None)["weights"]
+
+    default = weights("")
+    assert "warm-up" in capsys.readouterr().err  # progress bars by default
+    explicit, other = weights("seed = 0"), weights("seed = 5")
+    assert default == explicit  # the data's seed (0) seeds the chains by default: same numbers
+    assert other != default
+    capsys.readouterr()
+    weights("progress = false")
+    assert "warm-up" not in capsys.readouterr().err

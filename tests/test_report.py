@@ -1,13 +1,11 @@
 """report.html: written by a (small) run, by `pyro-dps report`, self-contained, read in a real browser.
 
-The browser test drives headless Chromium through selenium (scripts/install_browser.sh installs both);
-it skips only when no browser is installed.
+The browser test drives headless Chromium through selenium (tests/browser.py; scripts/install_browser.sh installs
+both); it skips only when no browser is installed, and keeps its screenshot as RUN_DIR/report_screenshot.png.
 """
 import json
 import re
 import shutil
-import tempfile
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -15,6 +13,9 @@ import pytest
 from pyro_dps.cli import main
 from pyro_dps.errors import DPSError
 from pyro_dps.report import SECTIONS, ReportError, build_report, png_bytes, write_report, write_run_report
+
+from browser import browser_errors, chromium, save_screenshot
+
 
 def test_run_scenario_writes_the_report(run_dir):
     report = run_dir / "report.html"
@@ -175,18 +176,22 @@ def test_flagged_rows_have_suggested_labels(run_dir):
                            "90% interval"]
     rows = _rows(flagged)
     csv = pd.read_csv(run_dir / "report.selection.csv").set_index("example")
+    weights = pd.read_csv(run_dir / "weights.csv").set_index("index")  # what the run wrote
     assert 0 < len(rows) <= 60 and len(rows) == min(60, int((~csv["selected"]).sum()))
     for row in rows:
         assert row[0].startswith('<img class="thumb" src="data:image/png;base64,')
         example = int(row[1])
         assert not csv.loc[example, "selected"] and int(row[2]) == csv.loc[example, "label"]
         suggested = int(re.sub(r"<[^>]+>", "", row[3]))
-        assert 0 <= suggested < 10 and 0.1 <= float(row[4]) <= 1
+        assert suggested == weights.loc[example, "suggested_label"]  # every number from the run's files
+        assert float(row[4]) == pytest.approx(weights.loc[example, "p_suggested"], abs=5e-4)
+        assert ("<b class=\"sug\">" in row[3]) == (suggested != int(row[2]))  # a changed label stands out
         assert float(row[5]) == pytest.approx(csv.loc[example, "mean"], abs=1e-3)
     means = [float(r[5]) for r in rows]
     assert means == sorted(means)  # lowest weight first
-    confusion = _section(text, "confusion")
-    assert f"among the {len(rows)} flagged examples" in confusion and "given \\ suggested" in confusion
+    assert "computed by the run for every example" in flagged
+    # the CSV beside the page carries every example's suggestion too
+    assert (csv["suggested_label"] == weights.loc[csv.index, "suggested_label"]).all()
 
 
 def test_ground_truth_columns_only_with_ground_truth(run_dir, tmp_path, monkeypatch):
@@ -235,35 +240,125 @@ def test_corruption_rate_from_draws():
         assert r["estimate"][i] == pytest.approx(1 - draws[..., groups == level].mean())
 
 
+def test_weights_csv_has_every_examples_suggested_label(run_dir):
+    """The run writes the posterior predictive's class and probability for every D_t example; on the examples
+    whose inputs examples.npz stores, they equal what the report recomputes from posterior.safetensors."""
+    import pandas as pd
+
+    from pyro_dps.arviz_data import load_run
+    from pyro_dps.report import _stored_examples
+    from pyro_dps.report_sections import _predictive
+
+    weights = pd.read_csv(run_dir / "weights.csv")
+    assert list(weights.columns[-2:]) == ["suggested_label", "p_suggested"] and len(weights) == 197
+    assert weights["suggested_label"].between(0, 9).all() and weights["suggested_label"].nunique() > 2
+    assert weights["p_suggested"].between(0.1, 1).all()  # the largest of 10 probabilities is at least 0.1
+    ids = np.asarray(load_run(run_dir)[0]["example"].values)
+    info = _stored_examples(run_dir, ids)
+    probs, snapshots = _predictive(run_dir, info, None)
+    assert snapshots == 8 and probs.shape == (len(info.inputs), 10)
+    stored = weights.set_index("index").loc[ids[sorted(info.inputs)]]
+    np.testing.assert_array_equal(probs.argmax(1), stored["suggested_label"].to_numpy())
+    np.testing.assert_allclose(probs.max(1), stored["p_suggested"].to_numpy(), atol=2e-6)
+
+
+def _confusion_cells(text: str) -> dict[tuple[str, str], float | str]:
+    """{(given, column): the cell's sort value} of the confusion table, plus (given, "shown"): the total's text."""
+    table = re.search(r'<table class="confusion[^"]*" id="confusion-table">.*?</table>', text, re.S).group(0)
+    heads = [re.sub(r"<[^>]+>", "", h) for h in re.findall(r"<th>(.*?)</th>", table)]
+    body = re.search(r"<tbody>(.*?)</tbody>", table, re.S).group(1)
+    cells = {}
+    for row in re.findall(r"<tr>(.*?)</tr>", body, re.S):
+        tds = re.findall(r"<td([^>]*)>(.*?)</td>", row, re.S)
+        given = re.sub(r"<[^>]+>", "", tds[0][1])
+        cells.update({(given, h): float(re.search(r'data-v="([^"]*)"', attrs).group(1))
+                      for h, (attrs, _) in zip(heads[1:], tds[1:])})
+        cells[(given, "shown")] = tds[heads.index("total")][1]
+    return cells
+
+
+def test_confusion_table_weights_every_example_by_its_posterior_drop(run_dir):
+    """Cell (g, s) = sum over every example with given label g and suggested label s of 1 - its posterior mean
+    weight; the total column is the row sum; the flagged column counts the flagged examples."""
+    import pandas as pd
+
+    text = (run_dir / "report.html").read_text()
+    confusion = _section(text, "confusion")
+    assert "over all 197 examples" in confusion and "1 &minus; its posterior mean weight" in confusion
+    csv = pd.read_csv(run_dir / "report.selection.csv")
+    drop = 1 - csv["mean"]
+    expected = drop.groupby([csv["label"], csv["suggested_label"]]).sum()
+    cells = _confusion_cells(confusion)
+    for (given, suggested), value in expected.items():
+        assert cells[(str(given), str(suggested))] == pytest.approx(value, abs=1e-4)
+    for given, group in csv.groupby("label"):
+        assert cells[(str(given), "total")] == pytest.approx(float((1 - group["mean"]).sum()), abs=1e-4)
+        assert cells[(str(given), "shown")] == f"{float((1 - group['mean']).sum()):.1f}"  # one decimal
+        assert cells[(str(given), "flagged")] == int((~group["selected"]).sum())
+    assert sum(v for (g, h), v in cells.items() if h == "total") == pytest.approx(float(drop.sum()), abs=1e-3)
+    summary = _section(text, "summary")
+    flagged = ~csv["selected"]
+    other = int((flagged & (csv["suggested_label"] != csv["label"])).sum())
+    assert f"<b>{other}</b> of the {int(flagged.sum())} flagged examples have a suggested label other" in summary
+
+
+def test_confusion_counts_fold_rare_classes():
+    from pyro_dps.report_sections import confusion_counts
+
+    given, suggested = np.array([0, 0, 1, 2, 3, 3]), np.array([0, 1, 1, 3, 3, 2])
+    weight = np.array([0.1, 0.1, 0.1, 1, 1, 1])
+    names, (mass, count) = confusion_counts(given, suggested, np.stack([weight, np.ones(6)]), 2)
+    assert names == ["2", "3", "other"]  # the two classes with the most weight, the rest folded
+    assert mass.sum() == pytest.approx(3.3) and mass[2, 2] == pytest.approx(0.3) and count.sum() == 6
+    assert count[2, 2] == 3 and count[0, 1] == 1 and count[1, 0] == 1 and count[1, 1] == 1
+
+
+def _older_run(run_dir, tmp_path, weights_csv=None):
+    """A copy of the run as an older pyro-dps wrote it: weights.csv without the suggested-label columns."""
+    import pandas as pd
+
+    copy = tmp_path / "older"
+    shutil.copytree(run_dir, copy)
+    table = pd.read_csv(copy / "weights.csv")
+    table = table.drop(columns=["suggested_label", "p_suggested"]) if weights_csv is None else weights_csv(table)
+    table.to_csv(copy / "weights.csv", index=False)
+    return copy
+
+
+def test_older_run_directory_falls_back_to_the_stored_inputs(run_dir, tmp_path):
+    """Without weights.csv's columns the listed flagged examples still get a suggested label, recomputed from
+    posterior.safetensors on examples.npz's inputs, and the confusion table says it covers those only."""
+    import pandas as pd
+
+    text = build_report(_older_run(run_dir, tmp_path))
+    flagged = _section(text, "flagged")
+    assert "recomputed for the listed examples only" in flagged
+    rows = _rows(flagged)
+    weights = pd.read_csv(run_dir / "weights.csv").set_index("index")
+    for row in rows:  # the same posterior predictive, so the same classes as the run wrote
+        assert int(re.sub(r"<[^>]+>", "", row[3])) == weights.loc[int(row[1]), "suggested_label"]
+    confusion = _section(text, "confusion")
+    assert f"over the {len(rows)} listed flagged examples only" in confusion
+    assert "have a suggested label other" not in _section(text, "summary")  # not known for every example
+
+
+def test_unusable_suggested_labels_are_named_and_ignored(run_dir, tmp_path):
+    def corrupt(table):
+        table["p_suggested"] = 1.5
+        return table
+
+    text = build_report(_older_run(run_dir, tmp_path, corrupt))
+    flagged = _section(text, "flagged")
+    assert "The suggested labels in weights.csv cannot be used" in flagged and "p_suggested" in flagged
+    assert "recomputed for the listed examples only" in flagged  # and the page is still built
+
+
 # ------------------------------------------------------------------------------------------- browser
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
-CHROMEDRIVER = shutil.which("chromedriver")
-
-
-def _browser():
-    try:
-        from selenium import webdriver
-        from selenium.webdriver.chrome.service import Service
-    except ImportError:
-        pytest.skip("selenium is not installed (scripts/install_browser.sh)")
-    if not CHROMIUM or not CHROMEDRIVER:
-        pytest.skip("no Chromium/chromedriver installed (scripts/install_browser.sh)")
-    options = webdriver.ChromeOptions()
-    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                 "--disable-dev-shm-usage", "--window-size=1280,1600",
-                 f"--user-data-dir={tempfile.mkdtemp(prefix='pyro-dps-chromium-')}"):
-        options.add_argument(flag)
-    options.binary_location = CHROMIUM
-    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    return webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
-
-
-def test_report_in_headless_chromium(run_dir, tmp_path):
+def test_report_in_headless_chromium(run_dir):
     pytest.importorskip("selenium", reason="selenium is not installed (scripts/install_browser.sh)")
     from selenium.webdriver.common.by import By
 
-    driver = _browser()
+    driver = chromium()
     try:
         driver.get((run_dir / "report.html").resolve().as_uri())
         assert "BADS report" in driver.title
@@ -291,16 +386,17 @@ def test_report_in_headless_chromium(run_dir, tmp_path):
         cells = driver.find_elements(By.CSS_SELECTOR, "#flagged-table tbody tr td:nth-child(6)")
         values = [float(c.text) for c in cells]
         assert values == sorted(values, reverse=True)
+        # every listed flagged example shows a suggested label (the run's weights.csv)
+        suggested = [c.text for c in driver.find_elements(By.CSS_SELECTOR, "#flagged-table tbody tr td:nth-child(4)")]
+        assert len(suggested) == len(values) and all(s.isdigit() for s in suggested)
         first_id = driver.find_element(By.CSS_SELECTOR, "#flagged-table tbody tr td:nth-child(2)").text
         driver.find_element(By.CSS_SELECTOR, 'input[data-table="flagged-table"]').send_keys(first_id)
         shown = [r for r in driver.find_elements(By.CSS_SELECTOR, "#flagged-table tbody tr") if r.is_displayed()]
         assert shown and all(first_id in r.text for r in shown)
-        errors = [e for e in driver.get_log("browser") if e.get("level") in ("SEVERE", "ERROR")]
+        assert driver.find_elements(By.CSS_SELECTOR, "#diagnostics figcaption code")  # ArviZ's own plots
+        errors = browser_errors(driver)
         assert errors == [], errors
-        height = driver.execute_script("return document.body.scrollHeight")
-        driver.set_window_size(1280, min(int(height) + 100, 16000))
-        shot = tmp_path / "report.png"
-        assert driver.save_screenshot(str(shot))
+        shot = save_screenshot(driver, run_dir / "report_screenshot.png")
         assert shot.stat().st_size > 50_000
         print(f"screenshot: {shot}")
     finally:

@@ -31,6 +31,7 @@ class DataSplits:
     y_train_true: torch.Tensor | None = None  # int64 [N_t]: labels before corruption, when known
     groups: dict[str, torch.Tensor] = field(default_factory=dict)  # int64 [N_t] group ids
     name: str = "custom"
+    texts_train: tuple[str, ...] | None = None  # [N_t] the texts of text data, shown by the report; else None
 
     @property
     def n_train(self) -> int:
@@ -113,6 +114,8 @@ class DataSplits:
             if not isinstance(value, torch.Tensor) or value.dtype != torch.int64 or value.ndim != 1:
                 raise DataError(f"groups[{key!r}] must be an int64 tensor of shape [N_t], got {_kind(value)}")
             _check_length(value, f"groups[{key!r}]", self.n_train)
+        if self.texts_train is not None:
+            _check_texts(self.texts_train, self.n_train)
         return self
 
     def __repr__(self) -> str:
@@ -149,6 +152,14 @@ def _check_features(x: Any, field_name: str) -> None:
         value = x.reshape(x.shape[0], -1)[row][flat[row]][0].item()
         count = int(flat.any(dim=1).sum())
         raise DataError(f"{field_name} has non-finite features ({value} in example {row}; {count} examples affected)")
+
+
+def _check_texts(texts: Any, n_train: int) -> None:
+    """texts_train must be a tuple of N_t strings: the report shows a train example's text by its row."""
+    if not isinstance(texts, tuple) or not all(isinstance(t, str) for t in texts):
+        raise DataError(f"texts_train must be a tuple of strings, got {_kind(texts)}")
+    if len(texts) != n_train:
+        raise DataError(f"texts_train must have {n_train} texts (one per train example), got {len(texts)}")
 
 
 def _check_labels(y: Any, field_name: str, num_classes: int) -> None:

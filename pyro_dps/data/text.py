@@ -198,6 +198,7 @@ def reviews_splits(
                                        dtype=torch.int64),
                 "in_domain": in_domain.to(torch.int64)},
         name=name,
+        texts_train=tuple(texts[:n_t]),
     ).validate()
 
 
