@@ -26,6 +26,7 @@ _EXPORTS = {
     "diagnose": ("diagnostics", "diagnose"),
     "check_convergence": ("diagnostics", "summary"),
     "WeightSelection": ("selection", "WeightSelection"),
+    "select": ("selection", "select_by_probability"),
     "estimate_useful_fraction": ("useful_fraction", "estimate_useful_fraction"),
     "write_report": ("report", "write_report"),
     "run_baseline": ("baselines", "run_baseline"),

@@ -49,4 +49,5 @@ def test_a_run_through_the_front_door_finds_the_corrupted_labels():
     checks = check_convergence(data_az)
     assert {c.status for c in checks} <= {"pass", "warn", "fail"} and any(c.name == "R-hat of weights" for c in checks)
     keep = WeightSelection.from_data(data_az).by_probability(0.5, 0.9)
+    assert np.array_equal(keep, pyro_dps.select(posterior.draws.weights().values, 0.5, 0.9))
     assert 0 < keep.sum() < len(mean) and np.mean(data.clean.numpy()[keep]) > 0.8
