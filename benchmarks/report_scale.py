@@ -20,7 +20,7 @@ import xarray as xr
 
 def synthetic_run(run_dir: Path, n: int, chains: int, draws: int, seed: int = 0) -> Path:
     """A run directory with the files `report` reads, for n examples (a third of them noisy)."""
-    from pyro_dps.draws import save_draws
+    from pyro_dps.arviz_data import save_draws
     from pyro_dps.outputs import write_json
     from pyro_dps.rundir import record
 

@@ -35,8 +35,9 @@ import xarray as xr
 from packaging.version import Version
 
 from . import __version__
-from .draws import FORMAT, FORMAT_ATTR, WEIGHT_DIMS, WEIGHTS_ATTR, read_groups, weights_name
+from .draws import FORMAT, FORMAT_ATTR, WEIGHT_DIMS, WEIGHTS_ATTR, read_groups, weights_name, write_groups
 from .errors import DataError
+from .outputs import config_dict
 
 try:  # arviz is a dependency; importing it here keeps the version decision in one place
     from .quiet import arviz_import
@@ -150,8 +151,6 @@ def _source_groups(source: Any, sample_stats: Mapping[str, Any] | None) -> dict[
     if isinstance(source, xr.Dataset):
         return draws_groups(source, None, sample_stats)
     if hasattr(source, "dataset") and hasattr(source, "config"):  # a driver.Posterior
-        from .driver import config_dict
-
         return draws_groups(source.dataset(), config_dict(source.config), sample_stats)
     if not isinstance(source, (str, os.PathLike)):
         raise TypeError(f"to_arviz needs a draws Dataset, a run directory, a draws.nc path or a Posterior, "
@@ -389,3 +388,9 @@ def rejected_steps(data) -> int:
     except KeyError:
         return 0
     return int(np.nansum(stats["rejected_steps"].values)) if "rejected_steps" in stats else 0
+
+
+def save_draws(ds: xr.Dataset, path: str | os.PathLike, sampler: dict | None = None) -> Path:
+    """Write a flat draws Dataset (`DrawStore.dataset()`) as draws.nc, atomically; `sampler`: the resolved
+    sampler settings, for the step size per draw."""
+    return write_groups(path, draws_groups(ds.load(), sampler))

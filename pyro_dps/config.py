@@ -284,7 +284,7 @@ def load_config(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -
 def resolved_config(config: dict) -> dict:
     """A validated configuration with every sampler setting filled in (SamplerConfig's defaults): what
     `pyro-dps validate` prints. The run length stays as configured ("auto" is resolved from the data)."""
-    from .driver import config_dict
+    from .outputs import config_dict
 
     return {**config, "sampler": config_dict(SamplerConfig(**config["sampler"]))}
 

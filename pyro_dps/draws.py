@@ -229,18 +229,3 @@ def read_groups(path: str | os.PathLike) -> dict[str, xr.Dataset]:
         with xr.open_dataset(path, group=name) as ds:
             out[name or ""] = ds.load()
     return out
-
-
-def save_draws(ds: xr.Dataset, path: str | os.PathLike, sampler: dict | None = None) -> Path:
-    """Write a flat draws Dataset (`DrawStore.dataset()`) as draws.nc, atomically; `sampler`: the resolved
-    sampler settings, for the step size per draw."""
-    from .arviz_data import draws_groups
-
-    return write_groups(path, draws_groups(ds.load(), sampler))
-
-
-def load_draws(path: str | os.PathLike) -> xr.Dataset:
-    """The flat draws Dataset of a draws.nc file (`arviz_data.load_draws_file`)."""
-    from .arviz_data import load_draws_file
-
-    return load_draws_file(path)

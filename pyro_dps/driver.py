@@ -19,6 +19,7 @@ from .context import Problem
 from .chain import CHECK_EVERY, MAX_REJECTIONS, ChainControl, GuardSettings, chain_generator, chain_seed, progress, \
     start_chain
 from .draws import DrawStore
+from .outputs import config_dict
 from .checkpoint import check_position, check_sampler_state, load_checkpoint, restore_state, save_checkpoint, \
     state_to_payload
 from .distributed import Communicator, ShardedSampler, ShardLayout, SlicedSampler
@@ -440,8 +441,3 @@ def _scalars(potential: TracePotential, state, weights: torch.Tensor | None,
         "w_mean": float(weights.double().sum()) / n_total if weights is not None else float("nan"),
         "theta_norm": float(state.theta.norm()),
     }
-
-
-def config_dict(config: SamplerConfig) -> dict:
-    """The config as plain data (for metrics and reports)."""
-    return {k: (v if not callable(v) else repr(v)) for k, v in asdict(config).items()}

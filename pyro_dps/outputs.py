@@ -63,6 +63,13 @@ def write_atomic(path: str | os.PathLike, write, binary: bool = False, error: ty
     return Path(path)
 
 
+def config_dict(config) -> dict:
+    """A settings dataclass (a SamplerConfig) as plain data, callables as their repr: for metrics and reports."""
+    from dataclasses import asdict
+
+    return {k: (v if not callable(v) else repr(v)) for k, v in asdict(config).items()}
+
+
 def check_writable(out: str | os.PathLike) -> Path:
     """Fail early, with the path named, when the output directory's parent cannot be created or written."""
     out = Path(out)

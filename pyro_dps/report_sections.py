@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import DataError
-from .report import MAX_FLAGGED, MAX_LEVELS, MAX_TEXT, _Examples, _Plan, _badge, _cell, _esc, _fmt, _table, \
+from .report_html import MAX_FLAGGED, MAX_LEVELS, MAX_TEXT, _Examples, _Plan, _badge, _cell, _esc, _fmt, _table, \
     filter_box, flagged_order
 from .selection import corruption_rate, corruption_rate_by_group
 from .suggested import read_suggestions
@@ -119,7 +119,7 @@ def _predictive(run_dir: Path, info: _Examples, labels: np.ndarray | None) -> tu
 
     from .context import Problem
     from .potential import TracePotential
-    from .scenario import build_network
+    from .spec import build_network
     from .scoring import _ShapeOnly, load_posterior_state, scoring_model
 
     state = load_posterior_state(run_dir)

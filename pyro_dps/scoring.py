@@ -183,7 +183,7 @@ def score(run_dir: str | os.PathLike, x: torch.Tensor, y: torch.Tensor | None = 
             raise DataError(f"the run's weight network reads labels (label_mode={state['hyper']['label_mode']!r}): "
                             "DATA needs an array 'y'")
         y = torch.zeros(x.shape[0], dtype=torch.long)
-    from .scenario import build_network  # the run's network, rebuilt from its settings
+    from .spec import build_network  # the run's network, rebuilt from its settings
 
     shape_only = _ShapeOnly(x.shape[1:], state["num_classes"])
     net = build_network(state["network"], shape_only).to(device)

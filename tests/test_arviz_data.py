@@ -15,7 +15,7 @@ from packaging.version import Version
 from pyro_dps.arviz_data import (ARVIZ_1, RunDirError, arviz_line, example_groups, get_group, group_names,
                                  is_arviz_data, load_run, nonfinite_steps, posterior_group, rejected_steps,
                                  sample_stats_group, scalar_names, step_sizes, to_arviz, weight_draws)
-from pyro_dps.draws import save_draws
+from pyro_dps.arviz_data import save_draws
 from pyro_dps.driver import SamplerConfig
 from pyro_dps.errors import DataError, DPSError
 

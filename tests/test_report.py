@@ -12,7 +12,8 @@ import pytest
 
 from pyro_dps.cli import main
 from pyro_dps.errors import DPSError
-from pyro_dps.report import SECTIONS, ReportError, build_report, png_bytes, write_report, write_run_report
+from pyro_dps.report import SECTIONS, ReportError, build_report, write_report, write_run_report
+from pyro_dps.report_html import png_bytes
 
 from browser import browser_errors, chromium, save_screenshot
 

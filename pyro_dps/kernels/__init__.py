@@ -1,5 +1,6 @@
 """Minibatch SG-MCMC kernels: each an `(init, step)` core and a `pyro.infer.mcmc.MCMCKernel`."""
-from .base import MinibatchSampler, SamplingAlgorithm, SGMCMCKernel, SGMCMCState, UpdateRule, blocked_langevin
+from .base import MinibatchSampler, SamplingAlgorithm, SGMCMCKernel, SGMCMCState, UpdateRule
+from .blocked import blocked_langevin
 from .paper import PaperSampler, paper
 from .psgld import PSGLD, psgld
 from .sghmc import SGHMC, sghmc

@@ -8,7 +8,8 @@ from __future__ import annotations
 import torch
 
 from ..errors import ConfigError
-from .base import SGMCMCKernel, UpdateRule, blocked_langevin
+from .base import SGMCMCKernel, UpdateRule
+from .blocked import blocked_langevin
 
 OPTIMIZERS = {"sgd": torch.optim.SGD, "adam": torch.optim.Adam, "rmsprop": torch.optim.RMSprop}
 

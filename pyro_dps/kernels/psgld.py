@@ -18,7 +18,8 @@ from __future__ import annotations
 import torch
 
 from ..errors import ConfigError
-from .base import SGMCMCKernel, UpdateRule, blocked_langevin
+from .base import SGMCMCKernel, UpdateRule
+from .blocked import blocked_langevin
 
 
 class PSGLDRule(UpdateRule):

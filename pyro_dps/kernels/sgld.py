@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from .base import SGMCMCKernel, UpdateRule, blocked_langevin
+from .base import SGMCMCKernel, UpdateRule
+from .blocked import blocked_langevin
 
 
 class SGLDRule(UpdateRule):
