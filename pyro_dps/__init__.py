@@ -16,7 +16,7 @@ __version__ = "0.1.0"
 _EXPORTS = {
     "Problem": ("context", "Problem"),
     "SamplerConfig": ("driver", "SamplerConfig"),
-    "Posterior": ("driver", "Posterior"),
+    "Posterior": ("posterior", "Posterior"),
     "fit": ("driver", "fit"),
     "load_model": ("model_loader", "load_model"),
     "models": ("models", None),

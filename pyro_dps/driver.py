@@ -20,6 +20,7 @@ from .chain import CHECK_EVERY, MAX_REJECTIONS, ChainControl, GuardSettings, cha
     start_chain
 from .draws import DrawStore
 from .outputs import config_dict
+from .posterior import Posterior
 from .checkpoint import check_position, check_sampler_state, load_checkpoint, restore_state, save_checkpoint, \
     state_to_payload
 from .distributed import Communicator, ShardedSampler, ShardLayout, SlicedSampler
@@ -31,7 +32,7 @@ from .kernels import ALGORITHMS, MinibatchSampler
 from .kernels.base import resync_w_sum
 from .potential import TracePotential, log_joint_estimate, make_potential, summarize_stats
 from .run_length import resolve_length
-from .useful_fraction import FractionEstimate, resolve_beta
+from .useful_fraction import resolve_beta
 
 MAX_DRAW_BYTES = 2 ** 40  # weight draws of a run (1 TiB; streamed to disk beyond memory_budget_mb)
 MAX_THETA_BYTES = 2 ** 36  # theta snapshots and final thetas kept in memory (64 GiB)
@@ -175,58 +176,6 @@ def _check_kernel_kwargs(kernel: str, kwargs: dict) -> None:
             raise ConfigError(f"kernel_kwargs.{key} is not a setting of kernel {kernel!r} (it takes {sorted(takes)})")
         if isinstance(value, float) and not math.isfinite(value):
             raise ConfigError(f"kernel_kwargs.{key} must be finite, got {value!r}")
-
-
-@dataclass
-class Posterior:
-    """A finished run: weight draws, per-draw scalars, final theta per chain and theta snapshots."""
-
-    draws: DrawStore
-    final_theta: list[torch.Tensor]
-    snapshots: list[torch.Tensor]
-    potential: TracePotential
-    problem: Problem
-    config: SamplerConfig
-    hyper: dict
-    seconds: float
-    useful_fraction: FractionEstimate | None = None  # the estimate behind beta = "auto" (useful_fraction.py)
-    weight_update: str = "none"  # how the table weights moved: "exact", "langevin" or "none"
-
-    def dataset(self):
-        """Draws as an xarray Dataset with dims (chain, draw[, example])."""
-        return self.draws.dataset()
-
-    def save_draws(self, path: str | Path, coords: dict[str, np.ndarray] | None = None) -> Path:
-        """Write draws.nc in ArviZ's layout (`arviz.from_netcdf` reads it; `arviz_data.draws_groups`).
-        `coords`: per-example coordinates (label, clean, groups such as a review's domain), N_t values each."""
-        from .arviz_data import draws_groups
-
-        ds = self.dataset().assign_coords({k: ("example", np.asarray(v)) for k, v in (coords or {}).items()})
-        return self.draws.save(path, draws_groups(ds, config_dict(self.config)))
-
-    def weight_summary(self, quantiles: tuple[float, float] = (0.05, 0.95)) -> dict[str, np.ndarray]:
-        """Per-example posterior mean, sd and central interval of w over all chains and draws."""
-        w = self.draws.weights()
-        flat = w.stack(sample=("chain", "draw"))
-        return {"mean": flat.mean("sample").values, "sd": flat.std("sample", ddof=1).values,
-                f"q{int(quantiles[0] * 100):02d}": flat.quantile(quantiles[0], "sample").values,
-                f"q{int(quantiles[1] * 100):02d}": flat.quantile(quantiles[1], "sample").values}
-
-    @torch.no_grad()
-    def predict_proba(self, x: torch.Tensor, ensemble: bool = True, chain: int = 0,
-                      batch_size: int = 1024) -> torch.Tensor:
-        """Class probabilities: averaged over all snapshots of all chains, or from one chain's last iterate."""
-        thetas = self.snapshots if ensemble else [self.final_theta[chain]]
-        if not thetas:
-            raise ConfigError("no theta snapshots were kept (snapshots=0); use ensemble=False")
-        x = x.to(self.problem.device)
-        total = 0.0
-        for theta in thetas:
-            params = self.potential.network_params(theta)
-            probs = torch.cat([self.problem.forward(params, x[i:i + batch_size]).softmax(-1)
-                               for i in range(0, x.shape[0], batch_size)])
-            total = total + probs
-        return (total / len(thetas)).cpu()
 
 
 def fit(model: Callable, problem: Problem, hyper: dict | None = None, config: SamplerConfig | None = None,

@@ -50,4 +50,8 @@ def test_a_run_through_the_front_door_finds_the_corrupted_labels():
     assert {c.status for c in checks} <= {"pass", "warn", "fail"} and any(c.name == "R-hat of weights" for c in checks)
     keep = WeightSelection.from_data(data_az).by_probability(0.5, 0.9)
     assert np.array_equal(keep, pyro_dps.select(posterior.draws.weights().values, 0.5, 0.9))
+    # the same through the Posterior's own methods
+    assert np.array_equal(keep, posterior.select(0.5, 0.9))
+    assert [(c.name, c.status) for c in posterior.diagnose()] == [(c.name, c.status) for c in checks]
+    assert np.allclose(posterior.to_arviz().posterior["w"].values, data_az.posterior["w"].values)
     assert 0 < keep.sum() < len(mean) and np.mean(data.clean.numpy()[keep]) > 0.8
