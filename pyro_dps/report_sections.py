@@ -157,6 +157,15 @@ def _convergence_sentence(status: str, checks) -> str:
             "(see <a href=\"#diagnostics\">diagnostics</a> and <a href=\"#uncertain\">uncertain examples</a>).")
 
 
+def _cold_note(metrics: dict) -> str:
+    """What the rate's interval means when the run sampled a cold posterior (T < 1), else nothing."""
+    t = (metrics.get("config") or {}).get("sampler", {}).get("temperature")
+    if not isinstance(t, (int, float)) or isinstance(t, bool) or t >= 1:
+        return ""
+    return (f" The interval is that of a cold posterior (T = {t:g}): it says how firmly the chains agree, not "
+            "how far the estimate may be from the truth.")
+
+
 def _probe_sentence(probes) -> str:
     if not isinstance(probes, dict) or "auroc" not in probes:
         return ""
@@ -212,7 +221,7 @@ def summary_section(draws: np.ndarray, plan: _Plan, groups: dict, metrics: dict,
             f"({100 * flagged.mean():.1f}%): dropped by the report's selection rule, the top floor(N beta) = "
             f"{plan.k} by posterior mean weight ({_esc(plan.beta_note)}).</li>"
             + _relabel_sentence(plan, groups, sug)
-            + f"<li>Estimated corruption rate: {_rate(*corruption_rate(draws))}.</li>{truth}"
+            + f"<li>Estimated corruption rate: {_rate(*corruption_rate(draws))}.{_cold_note(metrics)}</li>{truth}"
             + _probe_sentence(metrics.get("probes"))
             + f"<li>{_convergence_sentence(status, checks)}</li></ul>"
             + "<details><summary>estimated corruption rate per class and group</summary>"

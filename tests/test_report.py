@@ -162,6 +162,7 @@ def test_summary_comes_first_with_the_counts(run_dir):
     summary = _section(text, "summary")
     assert f"<b>{len(csv)}</b> training examples; <b>{int((~csv['selected']).sum())}</b> flagged" in summary
     assert "Estimated corruption rate" in summary and "Convergence:" in summary
+    assert "cold posterior (T = 0.01)" in summary  # the run's temperature: the interval is not an error bar
     est = 100 * (1 - csv["mean"].mean())
     assert f"<b>{est:.1f}%</b>" in summary  # 1 - mean weight, averaged
     assert "per class" in summary and "probe" not in summary  # this run had no probes
