@@ -336,7 +336,8 @@ def worst_examples(diag: Diagnostics, n: int = 4) -> list:
 
 
 # ------------------------------------------------------------------------------------------------ plots
-def _plt():
+def pyplot():
+    """matplotlib.pyplot drawing to files (Agg), unless an interactive backend is already in use."""
     import matplotlib
 
     if matplotlib.get_backend().lower() not in ("agg", "module://matplotlib_inline.backend_inline"):
@@ -367,7 +368,7 @@ def plot_trace(data, examples: list | None = None, var_names: list[str] | None =
     Drawn with matplotlib directly: the 0.x `az.plot_trace` and the 1.x `arviz_plots` APIs differ entirely,
     and one code path keeps the figures identical on both lines.
     """
-    plt = _plt()
+    plt = pyplot()
     series = _series(data, var_names, examples)
     fig, axes = plt.subplots(len(series), 2, figsize=(10, 1.7 * len(series) + 0.6), squeeze=False,
                              gridspec_kw={"width_ratios": [1, 2.4]})
@@ -400,7 +401,7 @@ def rank_counts(values: np.ndarray, bins: int = 10) -> np.ndarray:
 
 def plot_rank(data, examples: list | None = None, var_names: list[str] | None = None, bins: int = 10):
     """Rank plots (Vehtari et al. 2021): per-chain histograms of pooled ranks; flat bars = chains agree."""
-    plt = _plt()
+    plt = pyplot()
     series = _series(data, var_names, examples)
     ncols = min(3, len(series))
     nrows = math.ceil(len(series) / ncols)
@@ -427,7 +428,7 @@ def plot_rank(data, examples: list | None = None, var_names: list[str] | None = 
 
 def plot_diagnostic_histograms(diag: Diagnostics, thresholds: Thresholds | None = None):
     """Histograms of the weights' R-hat and bulk ESS with the thresholds marked."""
-    plt = _plt()
+    plt = pyplot()
     th = thresholds or Thresholds()
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.2))
     r = diag.weights["rhat"].to_numpy(dtype=float)
@@ -467,7 +468,7 @@ def plot_weights_by_group(data, groups: list[str] | None = None, interval: float
     of each group's examples (box) over the pooled draws (violin); plus every example's mean and central
     interval, sorted, coloured by clean/noisy when known. Bounded whatever N_t: at most PLOT_LEVELS levels
     per grouping and PLOT_POINTS examples (evenly spaced in rank) in the sorted panel."""
-    plt = _plt()
+    plt = pyplot()
     w = weight_draws(data).values
     flat = w.reshape(-1, w.shape[-1]).astype(np.float64)
     mean = flat.mean(0)

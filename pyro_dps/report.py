@@ -36,7 +36,7 @@ from .diagnostics import Thresholds, diagnose, overall, plot_diagnostic_histogra
 from .outputs import write_atomic
 from .report_html import MAX_FLAGGED, MAX_LEVELS, MAX_TEXT, N_SHOW, _Examples, _Plan, _as_image, _badge, _cell, _esc, \
     _figure, _figure_uri, _fmt, _num, _table, filter_box, gallery_positions
-from .report_plots import diagnostic_figures
+from .report_plots import diagnostic_figures, plot_certainty
 from . import report_sections as rs
 from .probes import NOT_PROBE, PROBE_GROUP, ProbeSet, non_probe_mask, probe_report, probes_from_group
 from .errors import DPSError
@@ -297,7 +297,7 @@ def _build(run_dir: Path, run_label: str | None, thresholds: Thresholds | None, 
              rs.flagged_section(plan, ids, groups, info, sug),
              rs.confusion_section(plan, groups, sug),
              _diagnostics_section(diag, checks, th, diag_data, n, sampled),
-             _weights_section(data, groups, plan), _gallery_sections(plan, ids, groups, info, n),
+             _weights_section(data, draws, groups, plan), _gallery_sections(plan, ids, groups, info, n),
              _selection_section(plan, draws, groups, csv_name),
              _probe_section(*probes, plan.tau, plan.q, config) if probes else "",
              _metrics_section(metrics), _config_section(config, metrics),
@@ -415,7 +415,7 @@ def _diagnostics_section(diag, checks, th: Thresholds, data, n: int, sampled: st
         + "</section>")
 
 
-def _weights_section(data, groups: dict, plan: _Plan) -> str:
+def _weights_section(data, draws: np.ndarray, groups: dict, plan: _Plan) -> str:
     rows, cut = [], []
     for key, values in groups.items():
         levels, counts = np.unique(values, return_counts=True)
@@ -432,6 +432,10 @@ def _weights_section(data, groups: dict, plan: _Plan) -> str:
             + _figure(_figure_uri(plot_weights_by_group(data)), "weights by group",
                       "Pooled weight draws (violins) and posterior means (boxes) per group; right: every "
                       "example's posterior mean and 90% interval, sorted.")
+            + _figure(_figure_uri(plot_certainty(draws, groups.get("clean"), plan.tau)), "certainty of each weight",
+                      f"Each example's P(w &gt; {plan.tau:g}) against the width of its 90% interval: decided examples "
+                      "sit at 0 or 1 with narrow intervals; those in between, with wide intervals, are the ones to "
+                      "look at by hand.")
             + _table(["group", "level", "examples", "mean weight", "median of means",
                       f"selected at beta={plan.beta:g}"], rows)
             + note + "</section>")

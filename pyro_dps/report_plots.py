@@ -22,6 +22,7 @@ import xarray as xr
 from .arviz_data import ARVIZ_1, ARVIZ_VERSION, get_group, posterior_group, scalar_names, weights_name
 from .errors import DataError
 from .quiet import arviz_plotting
+from .selection import credible_interval, prob_above
 
 MAX_PLOTTED_WEIGHTS = 4  # weights shown beside the scalars (more would make the figures unreadably tall)
 
@@ -143,3 +144,34 @@ def _hand_drawn(data, examples: list | None, why: str) -> list[DiagnosticFigure]
             DiagnosticFigure(plot_rank(data, examples=examples), "rank plots",
                              "Rank plots: every chain should spread evenly over all ranks; drawn by pyro-dps "
                              f"({why}).")]
+
+
+CERTAINTY_POINTS = 5000  # examples drawn in the certainty scatter (evenly spaced in P(w > tau) order beyond)
+
+
+def plot_certainty(draws: np.ndarray, clean: np.ndarray | None = None, tau: float = 0.5, interval: float = 0.9):
+    """P(w_i > tau) against the width of each example's `interval` credible interval, one point per example
+    (at most CERTAINTY_POINTS), coloured clean / corrupted when known: the decided examples sit at P = 0 or 1
+    with narrow intervals; the ones to look at by hand sit in between with wide ones."""
+    from .diagnostics import pyplot
+
+    plt = pyplot()
+    p = prob_above(draws, tau)
+    lo, hi = credible_interval(draws, interval)
+    rows = np.argsort(p, kind="stable")
+    if rows.size > CERTAINTY_POINTS:
+        rows = rows[np.linspace(0, rows.size - 1, CERTAINTY_POINTS).round().astype(int)]
+    fig, ax = plt.subplots(figsize=(6.4, 4.0))
+    if clean is None:
+        ax.scatter((hi - lo)[rows], p[rows], s=6, alpha=0.5, color="tab:blue")
+    else:
+        clean = np.asarray(clean, bool)
+        for flag, color, label in ((True, "tab:green", "clean"), (False, "tab:red", "corrupted")):
+            keep = rows[clean[rows] == flag]
+            ax.scatter((hi - lo)[keep], p[keep], s=6, alpha=0.5, color=color, label=label)
+        ax.legend(loc="center right", fontsize=8)
+    ax.set_xlabel(f"width of the {interval:.0%} interval of w")
+    ax.set_ylabel(f"P(w > {tau:g})")
+    ax.set_xlim(-0.02, 1.02)
+    ax.set_ylim(-0.03, 1.03)
+    return fig

@@ -105,3 +105,30 @@ def test_report_shows_arviz_own_plots(run_dir):
     for name in EXPECTED[1]:
         assert any(f"<code>{EXPECTED[0]}.{name}" in c for c in captions), captions
     assert section.count('<img src="data:image/png;base64,') == 4  # R-hat/ESS histograms + trace, rank, ESS
+
+
+def test_the_certainty_scatter_plots_each_examples_probability_against_its_interval_width(monkeypatch):
+    """One point per example at (width of its 90% interval, P(w > 0.5)), split clean / corrupted; beyond
+    CERTAINTY_POINTS examples an evenly spaced subset in P order (the page stays bounded)."""
+    import numpy as np
+
+    from pyro_dps import report_plots
+    from pyro_dps.selection import credible_interval, prob_above
+
+    rng = np.random.default_rng(0)
+    draws = np.concatenate([rng.uniform(0.9, 1.0, (2, 50, 30)), rng.uniform(0.0, 0.1, (2, 50, 20)),
+                            rng.uniform(0.0, 1.0, (2, 50, 10))], axis=-1)  # kept, dropped, undecided
+    clean = np.r_[np.ones(30, bool), np.zeros(20, bool), np.ones(10, bool)]
+    fig = report_plots.plot_certainty(draws, clean)
+    green, red = fig.axes[0].collections
+    lo, hi = credible_interval(draws, 0.9)
+    expected = {(round(float(w), 9), round(float(p), 9)) for w, p in zip(hi - lo, prob_above(draws, 0.5))}
+    points = {(round(float(x), 9), round(float(y), 9)) for c in (green, red) for x, y in c.get_offsets()}
+    assert points == expected and len(green.get_offsets()) == 40 and len(red.get_offsets()) == 20
+    monkeypatch.setattr(report_plots, "CERTAINTY_POINTS", 25)
+    (single,) = report_plots.plot_certainty(draws).axes[0].collections
+    assert len(single.get_offsets()) == 25
+
+
+def test_the_report_shows_the_certainty_scatter(run_dir):
+    assert "certainty of each weight" in (run_dir / "report.html").read_text()
