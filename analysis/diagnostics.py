@@ -28,9 +28,8 @@ from pathlib import Path
 import numpy as np
 
 from pyro_dps.arviz_data import arviz_line, load_metrics, posterior_group, sample_stats_group, to_arviz
-from pyro_dps.diagnostics import (Thresholds, arviz_summary, checks_table, diagnose, overall,
-                                  plot_diagnostic_histograms, plot_rank, plot_trace, plot_weights_by_group,
-                                  summary, worst_examples)
+from pyro_dps.diagnostic_plots import plot_diagnostic_histograms, plot_rank, plot_trace, plot_weights_by_group
+from pyro_dps.diagnostics import Thresholds, arviz_summary, checks_table, diagnose, overall, summary, worst_examples
 
 RUN = Path(os.environ.get("PYRO_DPS_RUN", "runs/demo"))
 data = to_arviz(RUN)  # InferenceData on ArviZ 0.x, xarray.DataTree on ArviZ 1.x

@@ -31,8 +31,8 @@ from typing import Any, Callable
 import numpy as np
 
 from .arviz_data import ARVIZ_VERSION, RunDirError, arviz_line, example_groups, load_run, to_arviz, weight_draws
-from .diagnostics import Thresholds, diagnose, overall, plot_diagnostic_histograms, plot_weights_by_group, summary, \
-    worst_examples
+from .diagnostic_plots import plot_diagnostic_histograms, plot_weights_by_group
+from .diagnostics import Thresholds, diagnose, overall, summary, worst_examples
 from .outputs import write_atomic
 from .report_html import MAX_FLAGGED, MAX_LEVELS, MAX_TEXT, N_SHOW, _Examples, _Plan, _as_image, _badge, _cell, _esc, \
     _figure, _figure_uri, _fmt, _num, _table, filter_box, gallery_positions

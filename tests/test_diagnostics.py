@@ -15,10 +15,10 @@ import pytest
 import xarray as xr
 
 from pyro_dps.arviz_data import ARVIZ_1, to_arviz
+from pyro_dps.diagnostic_plots import plot_diagnostic_histograms, plot_rank, plot_trace, plot_weights_by_group, \
+    rank_counts
 from pyro_dps.diagnostics import (Diagnostics, Thresholds, _stat_functions, beyond_chance, chance_rates, checks_table,
-                                  diagnose, overall,
-                                  plot_diagnostic_histograms, plot_rank, plot_trace, plot_weights_by_group,
-                                  rank_counts, summary, worst_examples)
+                                  diagnose, overall, summary, worst_examples)
 
 C, D, N = 4, 500, 30
 
