@@ -44,7 +44,6 @@ from __future__ import annotations
 import argparse
 import copy
 import json
-import math
 import os
 import sys
 import time
@@ -63,7 +62,7 @@ from pyro_dps.metrics import accuracy, noise_auroc
 from pyro_dps.model_loader import load_model
 from pyro_dps.scenario import baseline_settings, build_data, build_network
 from pyro_dps.training import per_example_loss, predict_proba
-from pyro_dps.useful_fraction import MIN_ABOVE, best_bin_estimate, cross_fitted_scores
+from pyro_dps.useful_fraction import best_bin_estimate, cross_fitted_scores, min_curated_above
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIG = REPO / "configs" / "reviews_offdomain.toml"
@@ -158,9 +157,9 @@ def beta_diagnosis(data, init_net, seed: int, est: dict) -> dict:
     s_t, s_m = cross_fitted_scores(problem, est["steps"], 128, seed=seed)
     value, cut, q_t, q_m = best_bin_estimate(s_t.numpy(), s_m.numpy())
     s, m = s_t.numpy(), np.sort(s_m.numpy())
-    # the ratio q_t(c) / q_m(c) over the cuts the estimator may use (at least min(MIN_ABOVE, N_m / 2) of the
-    # curated examples above): its smallest value without the margin says whether any region isolates in-domain reviews
-    allowed = [c for i, c in enumerate(m) if len(m) - i >= min(MIN_ABOVE, math.ceil(len(m) / 2))]
+    # the ratio q_t(c) / q_m(c) over the cuts the estimator may use (`min_curated_above` curated examples above):
+    # its smallest value without the margin says whether any region isolates in-domain reviews
+    allowed = [c for i, c in enumerate(m) if len(m) - i >= min_curated_above(len(m))]
     ratios = [float((s >= c).mean() / (m >= c).mean()) for c in allowed]
     return {"min_raw_ratio": min(ratios), "raw_ratio_at_median_meta": float((s >= np.median(m)).mean() / 0.5),
             "reproduced_value": float(value), "cut": float(cut), "train_above": float(q_t), "meta_above": float(q_m),

@@ -30,18 +30,6 @@ from .suggested import run_suggestions
 from .training import predict_proba
 
 
-
-
-
-
-
-
-
-
-
-
-
-
 def model_hyper(model, hyper: dict) -> dict:
     """The configured hyper-parameters minus demo defaults the model does not take (a user's own model
     need not accept the paper model's names; anything the user set explicitly is still passed on)."""
@@ -82,10 +70,10 @@ def _run(config, out, seed, device, chains, progress, echo, resume, checkpoint_e
     """`run_scenario` once its output directory is checked and locked."""
     if not comm.main:
         echo = lambda *a, **k: None  # noqa: E731 - rank 0 speaks for the run
-    chain_seed = seed if seed is not None else config["sampler"].get("seed", config["data"].get("seed", 0))
+    sampler_seed = seed if seed is not None else config["sampler"].get("seed", config["data"].get("seed", 0))
     seed = config["data"].get("seed", 0) if seed is None else seed
     data_spec = {**config["data"], "seed": seed}
-    sampler = sampler_config(config, seed=chain_seed, device=device, chains=chains, progress=progress,
+    sampler = sampler_config(config, seed=sampler_seed, device=device, chains=chains, progress=progress,
                              checkpoint_every=checkpoint_every).validate(None)  # all settings before any work
     side = {} if out is None else {"checkpoint": Path(f"{out}.checkpoint.safetensors"),
                                    "spill_path": Path(f"{out}.spill.nc")}

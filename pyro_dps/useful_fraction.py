@@ -35,9 +35,9 @@ Garg, Wu, Smola, Balakrishnan & Lipton, NeurIPS 2021):
    reach: 0.62 for a true clean fraction of 0.50 on the CIFAR-10 subset with 50% label noise, where two
    standard errors give 0.42. This revision was made after seeing that scenario's ground truth.)
 
-Limits: the population ratio bounds the true fraction from above, but the estimate is a minimum over
-thresholds of noisy ratios; it overestimates when what is unlike D_m reaches the top half of D_m's
-scores, and it is tight only when the scorer separates what is
+Limits: the population ratio bounds the true fraction from above, but the estimate is read off noisy
+ratios; it overestimates when what is unlike D_m reaches into the regions within one standard error of the
+best, and it is tight only when the scorer separates what is
 unlike D_m (label noise: the out-of-fold network gives a wrong label low probability); it cannot see differences
 the scorer does not see (a sentiment classifier does not tell review domains apart, so off-domain
 reviews count as useful), and a D_m of a few examples per class gives a loose margin.
@@ -74,6 +74,11 @@ class FractionEstimate:
     seconds: float
 
 
+def min_curated_above(n_meta: int) -> int:
+    """The curated examples a region must hold to be a candidate: MIN_ABOVE, at most half of D_m."""
+    return min(MIN_ABOVE, math.ceil(n_meta / 2))
+
+
 def best_bin_estimate(train_scores: np.ndarray, meta_scores: np.ndarray,
                       z: float = SE_RULE) -> tuple[float, float, float, float]:
     """(estimate, c, q_t(c), q_m(c)) of the mixture proportion of the meta distribution in the train scores:
@@ -84,7 +89,7 @@ def best_bin_estimate(train_scores: np.ndarray, meta_scores: np.ndarray,
     q_m = 1.0 - np.searchsorted(m, cuts, side="left") / len(m)
     ratio = q_t / q_m
     rel_se = np.sqrt((1 - q_t) / (len(t) * np.maximum(q_t, 1.0 / len(t))) + (1 - q_m) / (len(m) * q_m))
-    enough = q_m * len(m) >= min(MIN_ABOVE, math.ceil(len(m) / 2))
+    enough = q_m * len(m) >= min_curated_above(len(m))
     bound = np.min(np.where(enough, ratio * (1 + z * rel_se), np.inf))
     within = np.flatnonzero(enough & (ratio * (1 - z * rel_se) <= bound))
     best = int(within[np.argmax(q_m[within])])  # the largest region (the lowest cut) within the bound

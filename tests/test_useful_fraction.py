@@ -5,7 +5,7 @@ import torch
 from pyro_dps.context import Problem
 from pyro_dps.data import digits_splits
 from pyro_dps.networks import mlp
-from pyro_dps.useful_fraction import MIN_ABOVE, best_bin_estimate, estimate_useful_fraction
+from pyro_dps.useful_fraction import best_bin_estimate, estimate_useful_fraction, min_curated_above
 
 
 def _mixture(seed: int, beta: float = 0.6, n_t: int = 2000, n_m: int = 100):
@@ -26,7 +26,7 @@ def test_the_estimate_recovers_a_known_mixture_proportion_with_little_bias():
         train, meta, truth = _mixture(seed)
         value, cut, q_t, q_m = best_bin_estimate(train, meta)
         assert np.isclose(q_t, np.mean(train >= cut)) and np.isclose(q_m, np.mean(meta >= cut))
-        assert np.isclose(value, q_t / q_m) and q_m * len(meta) >= MIN_ABOVE
+        assert np.isclose(value, q_t / q_m) and q_m * len(meta) >= min_curated_above(len(meta))
         errors.append(value - truth)
     assert -0.06 < np.mean(errors) < 0.03
 

@@ -198,7 +198,7 @@ def move_theta(rule: UpdateRule, state: SGMCMCState, g_theta, ok, eps: float, te
 
 
 def langevin_table(potential, rule, local_rule, step_size, local_step_size, temperature, generator, guard, comm,
-                    noise_rows, compile) -> SamplingAlgorithm:
+                   noise_rows, compile) -> SamplingAlgorithm:
     """Langevin steps of the rule on theta and on the batch's logits u = logit(w) (their exact conditional
     gradient, no N/B factor); `sum_i w_i` kept incrementally."""
     eps_theta = make_schedule(step_size)

@@ -6,7 +6,7 @@ import torch
 
 from ..errors import ConfigError
 from ..potential import TracePotential
-from .base import SamplingAlgorithm, UpdateRule, langevin_table, check_temperature, resolve_weight_update
+from .base import SamplingAlgorithm, UpdateRule, check_temperature, langevin_table, resolve_weight_update
 from .exact_step import exact_gibbs_langevin
 
 
@@ -38,4 +38,4 @@ def blocked_langevin(potential: TracePotential, rule: UpdateRule, step_size, tem
         return exact_gibbs_langevin(potential, rule, step_size, temperature, generator, guard, comm, noise_rows,
                                     compile, candidates)
     return langevin_table(potential, rule, local_rule, step_size, local_step_size, temperature, generator, guard,
-                           comm, noise_rows, compile)
+                          comm, noise_rows, compile)
