@@ -22,7 +22,7 @@ import torch
 
 from pyro_dps.context import Problem
 from pyro_dps.data import DATA_ENV_VAR, digits_splits, mnist_like_noisy_splits
-from pyro_dps.driver import SamplerConfig, fit
+from pyro_dps import SamplerConfig, fit
 from pyro_dps.metrics import accuracy, noise_auroc
 from pyro_dps.model_loader import load_model
 from pyro_dps.networks import mlp

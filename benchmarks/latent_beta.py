@@ -23,9 +23,9 @@ import time
 import numpy as np
 import torch
 
+from pyro_dps import SamplerConfig, fit
 from pyro_dps.context import Problem
 from pyro_dps.data.builders import digits_splits
-from pyro_dps.driver import SamplerConfig, fit
 from pyro_dps.metrics import noise_auroc
 from pyro_dps.model_loader import load_model
 from pyro_dps.networks import mlp
@@ -43,7 +43,8 @@ def problem_for(rate: float, seed: int):
 def explained_fraction(posterior) -> float:
     """Mean over chains of the fraction of D_t whose label the chain's final network gives more than chance
     probability (loss below the model's reject loss log K): what the cold weights count."""
-    problem, k = posterior.problem, int(posterior.problem.y_all.max()) + 1
+    problem = posterior.problem
+    k = max(int(problem.y_train.max()), int(problem.y_meta.max())) + 1
     rows = torch.arange(problem.n_train)
     return float(np.mean([float((problem.losses(posterior.potential.network_params(theta), rows) < np.log(k))
                                 .float().mean()) for theta in posterior.final_theta]))

@@ -48,21 +48,23 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from pyro_dps import SamplerConfig, fit
 from pyro_dps.config import load_config
 from pyro_dps.context import Problem
 from pyro_dps.data import DATA_ENV_VAR, digits_splits, mnist_like_noisy_splits
 from pyro_dps.data.text import mean_weight_by_domain
-from pyro_dps.driver import SamplerConfig, fit
 from pyro_dps.kernels import ALGORITHMS
-from pyro_dps.kernels.base import SamplingAlgorithm, initial_state, move_theta, noise_source, reduce_gradient
 from pyro_dps.kernels.compiled import count_rejection
 from pyro_dps.kernels.conditional import conditional_weights
+from pyro_dps.kernels.noise import noise_source
 from pyro_dps.kernels.psgld import PSGLDRule
+from pyro_dps.kernels.schedules import make_schedule
+from pyro_dps.kernels.state import SamplingAlgorithm, initial_state
+from pyro_dps.kernels.theta_move import move_theta, reduce_gradient
 from pyro_dps.metrics import accuracy, noise_auroc
 from pyro_dps.model_loader import load_model
 from pyro_dps.networks import mlp
 from pyro_dps.potential import weight_sum
-from pyro_dps.schedules import make_schedule
 from pyro_dps.scenario import build_data
 from pyro_dps.useful_fraction import estimate_useful_fraction
 

@@ -1,6 +1,6 @@
 """Quality of every method on the paper's scenarios: BADS and the baselines at equal step budgets.
 
-Methods: BADS (`pyro_dps.driver.fit`, one chain; test accuracy of the last iterate and of the
+Methods: BADS (`pyro_dps.fit`, one chain; test accuracy of the last iterate and of the
 posterior average over theta snapshots) and every baseline in `pyro_dps.baselines.BASELINES`
 (cleanlab only when the optional package is installed). Scenarios (configs/*.toml):
 
@@ -30,28 +30,29 @@ from __future__ import annotations
 import argparse
 import copy
 import dataclasses
-import json
 import math
 import os
 import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 
+from pyro_dps import SamplerConfig, fit
 from pyro_dps.baselines import BASELINES, BETA_BASELINES, cleanlab_available, run_baseline
 from pyro_dps.config import DEMO, load_config, sampler_config
 from pyro_dps.context import Problem
 from pyro_dps.data import DATA_ENV_VAR, DataSplits, stratified_split
-from pyro_dps.driver import SamplerConfig, fit
+from pyro_dps.driver.run_length import CYCLE_PEAK, auto_schedule
 from pyro_dps.errors import DPSError
 from pyro_dps.metrics import accuracy, noise_auroc
 from pyro_dps.model_loader import load_model
-from pyro_dps.run_length import CYCLE_PEAK, auto_schedule
 from pyro_dps.scenario import baseline_settings, build_data, build_network
 from pyro_dps.training import predict_proba
 from pyro_dps.useful_fraction import estimate_useful_fraction
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # the sibling module of its tables and figure
+from quality_outputs import METHODS, markdown, summarise, write_outputs  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = REPO / "configs"
@@ -69,10 +70,6 @@ SCENARIOS = {
     "digits-lt20": ("digits_balancing.toml", "digits", None),
     "digits-sym0.5": ("digits_denoising.toml", "digits", None),
 }
-METHODS = ["bads", "bads_preset", "mixing", "mixing_es", "meta_only", "random_select", "duplicate_meta", "blo", "mwn",
-           "cds", "cleanlab"]
-SCORING = {"bads", "bads_preset", "blo", "mwn", "cds", "cleanlab"}
-LABELS = {"bads": "bads (defaults)", "bads_preset": "bads (paper preset, hand-set)"}
 
 PRESETS = {
     "full": {"seeds": [0, 1, 2], "scenarios": list(SCENARIOS),
@@ -211,120 +208,7 @@ def useful_fraction(data: DataSplits, init_net, steps: int, seed: int, preset: d
     return {"value": est.value, "truth": truth, "seconds": est.seconds, "steps": aux}
 
 
-def summarise(runs: list[dict]) -> dict:
-    def stat(key):
-        values = [r[key] for r in runs if r.get(key) is not None]
-        if not values:
-            return None, None
-        return float(np.mean(values)), float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
-
-    out = {}
-    for key in ("test_accuracy", "test_accuracy_ensemble", "noise_auroc", "seconds", "cpu_seconds"):
-        mean, sd = stat(key)
-        out[key] = {"mean": mean, "sd": sd, "n": sum(r.get(key) is not None for r in runs)}
-    return out
-
-
-def _cell(stat: dict | None) -> str:
-    if not stat or stat["mean"] is None:
-        return "-"
-    return f"{stat['mean']:.3f} ± {stat['sd']:.3f}" if stat["n"] > 1 else f"{stat['mean']:.3f}"
-
-
-def markdown(doc: dict) -> str:
-    scenarios = [s for s in doc["scenarios"] if doc["scenarios"][s].get("summary")]
-    methods = [m for m in METHODS if any(m in doc["scenarios"][s]["summary"] for s in scenarios)]
-    lines = [f"# Quality benchmark ({doc['settings']['preset']}; seeds {doc['settings']['seeds']})", "",
-             "Test accuracy, mean ± sd over seeds (equal numbers of network updates per method; "
-             "`bads (posterior avg)` averages the predictions of the theta snapshots).", "",
-             "| method | " + " | ".join(scenarios) + " |", "|---|" + "---|" * len(scenarios)]
-    rows = [(m, "test_accuracy") for m in methods]
-    if "bads" in methods:
-        rows.insert(1, ("bads", "test_accuracy_ensemble"))
-    for m, key in rows:
-        label = "bads (defaults, posterior avg)" if key == "test_accuracy_ensemble" else LABELS.get(m, m)
-        cells = [_cell(doc["scenarios"][s]["summary"].get(m, {}).get(key)) for s in scenarios]
-        lines.append(f"| {label} | " + " | ".join(cells) + " |")
-    noisy = [s for s in scenarios if any((doc["scenarios"][s]["summary"].get(m, {}).get("noise_auroc") or {}).get("mean")
-                                         is not None for m in SCORING)]
-    if noisy:
-        lines += ["", "Noise AUROC of per-example scores (clean vs corrupted training labels; BADS: posterior mean "
-                  "weight, BLO/MWN: mean weight received, CDS: contrastive score, cleanlab: label quality).", "",
-                  "| method | " + " | ".join(noisy) + " |", "|---|" + "---|" * len(noisy)]
-        for m in [m for m in methods if m in SCORING]:
-            lines.append(f"| {LABELS.get(m, m)} | " + " | ".join(_cell(doc["scenarios"][s]["summary"].get(m, {}).get("noise_auroc"))
-                                                for s in noisy) + " |")
-    for key, title in (("seconds", "Seconds per run (mean):"),
-                       ("cpu_seconds", "CPU seconds per run (mean; all threads of the process):")):
-        lines += ["", title, "", "| method | " + " | ".join(scenarios) + " |", "|---|" + "---|" * len(scenarios)]
-        for m in methods:
-            cells = []
-            for s in scenarios:
-                st = doc["scenarios"][s]["summary"].get(m, {}).get(key)
-                cells.append("-" if not st or st["mean"] is None else f"{st['mean']:.1f}")
-            lines.append(f"| {m} | " + " | ".join(cells) + " |")
-    steps = {s: doc["scenarios"][s]["steps"] for s in scenarios}
-    lines += ["", "Steps per method: " + ", ".join(f"{s} {n}" for s, n in steps.items()) + "."]
-    lines += ["", "Estimated useful fraction of D_t (the default beta; BADS's defaults and random-select/CDS use it) "
-              "against the true clean fraction where corruption is known:", "",
-              "| scenario | estimate (mean ± sd) | truth |", "|---|---|---|"]
-    for s in scenarios:
-        rows_f = doc["scenarios"][s].get("useful_fraction", [])
-        if rows_f:
-            est = np.array([r["value"] for r in rows_f])
-            truth = [r["truth"] for r in rows_f if r["truth"] is not None]
-            lines.append(f"| {s} | {est.mean():.3f} ± {est.std(ddof=1) if len(est) > 1 else 0:.3f} | "
-                         f"{np.mean(truth):.3f} |" if truth else f"| {s} | {est.mean():.3f} | - |")
-    failed = [(s, m, r) for s in scenarios for m, runs in doc["scenarios"][s]["runs"].items() for r in runs if "error" in r]
-    if failed:
-        lines += ["", "Runs that failed (counted in no mean above):", ""]
-        lines += [f"- {s}, {LABELS.get(m, m)}, seed {r['seed']}: {r['error']}" for s, m, r in failed]
-    return "\n".join(lines) + "\n"
-
-
-def figure3(doc: dict, path: Path) -> bool:
-    """Accuracy vs meta examples per class on MNIST 4 vs 9 (the paper's figure 3)."""
-    points = {}
-    for name, entry in doc["scenarios"].items():
-        if entry.get("family") == "mnist4v9" and entry.get("summary"):
-            points[entry["meta_per_class"]] = entry["summary"]
-    if not points:
-        return False
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    sizes = sorted(points)
-    fig, ax = plt.subplots(figsize=(6.4, 4.4))
-    for m in METHODS:
-        xs = [n for n in sizes if m in points[n]]
-        if not xs:
-            continue
-        mean = [points[n][m]["test_accuracy"]["mean"] for n in xs]
-        sd = [points[n][m]["test_accuracy"]["sd"] or 0.0 for n in xs]
-        ax.errorbar(xs, mean, yerr=sd, marker="o", capsize=3, label=m, lw=2.2 if m == "bads" else 1.2)
-    ax.set_xscale("log")
-    ax.minorticks_off()
-    ax.set_xticks(sizes, [str(n) for n in sizes])
-    ax.set_xlabel("meta examples per class")
-    ax.set_ylabel("test accuracy (4 vs 9)")
-    ax.set_title(f"MNIST 4 vs 9, imbalanced D_t ({doc['settings']['preset']})")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, ncol=2)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return True
-
-
-def write_outputs(doc: dict, out: Path) -> None:
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "quality.json").write_text(json.dumps(doc, indent=2, default=float) + "\n")
-    (out / "quality.md").write_text(markdown(doc))
-    figure3(doc, out / "quality_fig3_mnist4v9.png")
-
-
-def main(argv=None) -> dict:
+def parse_args(argv=None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="the ~20-minute preset (one seed, short runs)")
     ap.add_argument("--scenarios", nargs="*", default=None, choices=list(SCENARIOS))
@@ -337,68 +221,89 @@ def main(argv=None) -> dict:
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--data-dir", default=None, help=f"directory of the data files (default: ${DATA_ENV_VAR})")
     ap.add_argument("--out", default=str(REPO / "results"))
-    args = ap.parse_args(argv)
-    torch.set_num_threads(args.threads)
-    preset = copy.deepcopy(PRESETS["quick" if args.quick else "full"])
-    seeds = args.seeds if args.seeds is not None else preset["seeds"]
-    scenarios = args.scenarios or preset["scenarios"]
-    methods = args.methods or METHODS
+    return ap.parse_args(argv)
+
+
+def chosen_methods(methods: list[str]) -> list[str]:
+    """The methods to run: cleanlab dropped (with a note) when it is not installed; unknown names refused."""
     if "cleanlab" in methods and not cleanlab_available():
         print("cleanlab is not installed (pip install 'pyro-dps[cleanlab]'): skipping it", file=sys.stderr)
         methods = [m for m in methods if m != "cleanlab"]
     unknown = [m for m in methods if m not in ("bads", "bads_preset") and m not in BASELINES]
     if unknown:
         raise SystemExit(f"unknown methods {unknown}")
+    return methods
+
+
+def run_scenario_seeds(name: str, doc: dict, args, preset: dict, seeds: list[int], methods: list[str], echo,
+                       out: Path) -> None:
+    """Every seed of scenario `name`, each method on the same data and initial network; outputs rewritten as
+    results arrive."""
+    file, family, meta = SCENARIOS[name]
+    config = load_config(CONFIGS / file)
+    config["data"] = resolve_data(config["data"], args.data_dir)
+    config["network"] = {**config["network"], **preset["network"].get(family, {})}
+    config["data"].update(preset.get("data", {}).get(family, {}))
+    steps = args.steps or preset["steps"][family]
+    entry = {"config": file, "family": family, "meta_per_class": meta, "steps": steps,
+             "network": config["network"], "data": config["data"], "runs": {m: [] for m in methods}, "tuned": {}}
+    doc["scenarios"][name] = entry
+    if "path" in config["data"] and not Path(config["data"]["path"]).exists():
+        entry["skipped"] = f"data file {config['data']['path']} not found"
+        echo(f"[{name}] skipped: {entry['skipped']}")
+        return
+    for seed in seeds:
+        data = build_data({**config["data"], "seed": seed})
+        torch.manual_seed(seed)
+        init_net = build_network(config["network"], data)
+        echo(f"[{name} seed {seed}] N_t={data.n_train} N_m={data.n_meta} N_test={data.n_test} steps={steps}")
+        fraction = useful_fraction(data, init_net, steps, seed, preset)
+        entry.setdefault("useful_fraction", []).append({"seed": seed, **fraction})
+        echo(f"    useful fraction of D_t: estimated {fraction['value']:.3f}"
+             + ("" if fraction["truth"] is None else f", true clean fraction {fraction['truth']:.3f}")
+             + f" ({fraction['seconds']:.1f}s)")
+        for method in methods:
+            if args.tune and seed == seeds[0]:
+                entry["tuned"][method] = tune(method, config, data, init_net, steps, seed, preset, args.device,
+                                              echo, fraction)
+            result = run_reported(method, config, data, init_net, steps, seed, preset, args.device,
+                                  entry["tuned"].get(method), fraction, echo)
+            entry["runs"][method].append({"seed": seed, **result})
+            if "error" not in result:
+                entry["summary"] = {m: summarise(r) for m, r in entry["runs"].items() if r}
+                write_outputs(doc, out)
+
+
+def run_reported(method: str, config, data, init_net, steps, seed, preset, device, tuned, fraction, echo) -> dict:
+    """`run_method`, its result echoed; a method that fails on a seed is reported, not hidden."""
+    try:
+        result = run_method(method, config, data, init_net, steps, seed, preset, device, tuned, fraction)
+    except DPSError as exc:
+        result = {"test_accuracy": None, "test_accuracy_ensemble": None, "noise_auroc": None,
+                  "seconds": None, "cpu_seconds": None, "error": f"{type(exc).__name__}: {exc}"}
+        echo(f"    {method:<15} FAILED: {result['error']}")
+        return result
+    ens = "" if result["test_accuracy_ensemble"] is None else f" (avg {result['test_accuracy_ensemble']:.3f})"
+    auroc = "" if result["noise_auroc"] is None else f" auroc {result['noise_auroc']:.3f}"
+    echo(f"    {method:<15} acc {result['test_accuracy']:.3f}{ens}{auroc}  {result['seconds']:.1f}s "
+         f"(cpu {result['cpu_seconds']:.1f}s)")
+    return result
+
+
+def main(argv=None) -> dict:
+    args = parse_args(argv)
+    torch.set_num_threads(args.threads)
+    preset = copy.deepcopy(PRESETS["quick" if args.quick else "full"])
+    seeds = args.seeds if args.seeds is not None else preset["seeds"]
+    methods = chosen_methods(args.methods or METHODS)
     out = Path(args.out)
     doc = {"settings": {"preset": "quick" if args.quick else "full", "seeds": seeds, "methods": methods,
                         "threads": args.threads, "device": args.device, "tune": args.tune, "torch": torch.__version__},
            "scenarios": {}}
     echo = lambda *a: print(*a, flush=True)  # noqa: E731
     t_all = time.perf_counter()
-    for name in scenarios:
-        file, family, meta = SCENARIOS[name]
-        config = load_config(CONFIGS / file)
-        config["data"] = resolve_data(config["data"], args.data_dir)
-        config["network"] = {**config["network"], **preset["network"].get(family, {})}
-        config["data"].update(preset.get("data", {}).get(family, {}))
-        steps = args.steps or preset["steps"][family]
-        entry = {"config": file, "family": family, "meta_per_class": meta, "steps": steps,
-                 "network": config["network"], "data": config["data"], "runs": {m: [] for m in methods}, "tuned": {}}
-        doc["scenarios"][name] = entry
-        if "path" in config["data"] and not Path(config["data"]["path"]).exists():
-            entry["skipped"] = f"data file {config['data']['path']} not found"
-            echo(f"[{name}] skipped: {entry['skipped']}")
-            continue
-        for seed in seeds:
-            data = build_data({**config["data"], "seed": seed})
-            torch.manual_seed(seed)
-            init_net = build_network(config["network"], data)
-            echo(f"[{name} seed {seed}] N_t={data.n_train} N_m={data.n_meta} N_test={data.n_test} steps={steps}")
-            fraction = useful_fraction(data, init_net, steps, seed, preset)
-            entry.setdefault("useful_fraction", []).append({"seed": seed, **fraction})
-            echo(f"    useful fraction of D_t: estimated {fraction['value']:.3f}"
-                 + ("" if fraction["truth"] is None else f", true clean fraction {fraction['truth']:.3f}")
-                 + f" ({fraction['seconds']:.1f}s)")
-            for method in methods:
-                if args.tune and seed == seeds[0]:
-                    entry["tuned"][method] = tune(method, config, data, init_net, steps, seed, preset, args.device,
-                                                  echo, fraction)
-                try:
-                    result = run_method(method, config, data, init_net, steps, seed, preset, args.device,
-                                        entry["tuned"].get(method), fraction)
-                except DPSError as exc:  # a method that fails on a seed is reported, not hidden
-                    result = {"test_accuracy": None, "test_accuracy_ensemble": None, "noise_auroc": None,
-                              "seconds": None, "cpu_seconds": None, "error": f"{type(exc).__name__}: {exc}"}
-                    echo(f"    {method:<15} FAILED: {result['error']}")
-                    entry["runs"][method].append({"seed": seed, **result})
-                    continue
-                entry["runs"][method].append({"seed": seed, **result})
-                ens = "" if result["test_accuracy_ensemble"] is None else f" (avg {result['test_accuracy_ensemble']:.3f})"
-                auroc = "" if result["noise_auroc"] is None else f" auroc {result['noise_auroc']:.3f}"
-                echo(f"    {method:<15} acc {result['test_accuracy']:.3f}{ens}{auroc}  {result['seconds']:.1f}s "
-                     f"(cpu {result['cpu_seconds']:.1f}s)")
-                entry["summary"] = {m: summarise(r) for m, r in entry["runs"].items() if r}
-                write_outputs(doc, out)
+    for name in args.scenarios or preset["scenarios"]:
+        run_scenario_seeds(name, doc, args, preset, seeds, methods, echo, out)
     doc["settings"]["seconds"] = time.perf_counter() - t_all
     write_outputs(doc, out)
     echo(markdown(doc))

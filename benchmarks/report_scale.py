@@ -55,7 +55,7 @@ def main() -> None:
     parser.add_argument("--draws", type=int, default=20)
     parser.add_argument("--dir", default="/tmp/report_scale")
     args = parser.parse_args()
-    from pyro_dps.report import write_report
+    from pyro_dps.report.write import write_report
 
     run_dir = synthetic_run(Path(args.dir), args.n, args.chains, args.draws)
     start = time.perf_counter()

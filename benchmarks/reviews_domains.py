@@ -47,21 +47,23 @@ import json
 import os
 import sys
 import time
+import traceback
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from pyro_dps import SamplerConfig, fit
 from pyro_dps.baselines import cleanlab_available, run_baseline
 from pyro_dps.config import load_config
 from pyro_dps.context import Problem
 from pyro_dps.data import DATA_ENV_VAR
 from pyro_dps.data.text import REVIEW_DOMAINS, mean_weight_by_domain
-from pyro_dps.driver import SamplerConfig, fit
+from pyro_dps.driver.run_length import resolve_length
 from pyro_dps.metrics import accuracy, noise_auroc
 from pyro_dps.model_loader import load_model
 from pyro_dps.scenario import baseline_settings, build_data, build_network
-from pyro_dps.training import per_example_loss, predict_proba
+from pyro_dps.training import predict_proba
 from pyro_dps.useful_fraction import best_bin_estimate, cross_fitted_scores, min_curated_above
 
 REPO = Path(__file__).resolve().parents[1]
@@ -202,9 +204,9 @@ def library_provenance() -> dict:
     import dataclasses
     import subprocess
 
-    import pyro_dps
     import pyro_dps.models.bads as bads_module
 
+    import pyro_dps
     info = {"pyro_dps": str(Path(pyro_dps.__file__).parent), "models": str(Path(bads_module.__file__).parent),
             "sampler_defaults": {k: v for k, v in dataclasses.asdict(SamplerConfig()).items()
                                  if k in ("kernel", "step_size", "temperature", "warmup", "samples", "thin",
@@ -276,7 +278,7 @@ def markdown(doc: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def main(argv=None) -> dict:
+def parse_args(argv=None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--seeds", nargs="*", type=int, default=[0, 1])
     ap.add_argument("--chains", type=int, default=2)
@@ -285,7 +287,82 @@ def main(argv=None) -> dict:
     ap.add_argument("--data-dir", default=None)
     ap.add_argument("--cache", default=None, help="embedding cache .npz (default: the config's data.cache)")
     ap.add_argument("--out", default=str(REPO / "results"))
-    args = ap.parse_args(argv)
+    return ap.parse_args(argv)
+
+
+def seed_data(doc: dict, config: dict, seed: int, args, echo):
+    """The seed's reviews split, its build time (cold or cached embeddings) and sizes recorded in `doc`."""
+    t0, c0 = time.perf_counter(), time.process_time()
+    cache = args.cache or config["data"].get("cache")
+    had_cache = bool(cache) and Path(cache).exists()
+    data, spec = scenario_data(config, seed, args.data_dir, args.cache)
+    build = {"seed": seed, "seconds": time.perf_counter() - t0, "cpu_seconds": time.process_time() - c0,
+             "cache": spec.get("cache"), "cache_existed": had_cache}
+    doc.setdefault("builds", []).append(build)
+    doc["embedding"] = "; ".join(f"seed {b['seed']}: {b['cpu_seconds']:.0f} CPU s "
+                                 f"({'cache hit' if b['cache_existed'] else 'cold cache, embedding'})"
+                                 for b in doc["builds"])
+    doc["data"] = {"n_train": data.n_train, "n_meta": data.n_meta, "n_test": data.n_test,
+                   "dim": int(data.x_train.shape[1]), "in_domain_fraction": float(data.clean.float().mean()),
+                   "domain_counts": {REVIEW_DOMAINS[i]: int((data.groups["domain"] == i).sum())
+                                     for i in range(len(REVIEW_DOMAINS))}}
+    echo(f"[seed {seed}] N_t={data.n_train} N_m={data.n_meta} N_test={data.n_test} dim={data.x_train.shape[1]} "
+         f"in-domain fraction {doc['data']['in_domain_fraction']:.3f}; data built in {build['cpu_seconds']:.1f} "
+         f"CPU s ({'cache hit' if had_cache else 'cold cache'})")
+    return data
+
+
+def run_seed_methods(doc: dict, config: dict, data, seed: int, methods: list[str], chains: int, echo, write) -> None:
+    """Every method on one seed's data, BADS first (it fixes the step budget and CDS's beta); a method that
+    fails is reported with its traceback on stderr, not hidden."""
+    torch.manual_seed(seed)
+    init_net = build_network(config["network"], data)
+    steps, beta = None, None
+    for method in methods:
+        try:
+            if method == "bads":
+                result, steps = run_bads(config, data, init_net, seed, chains)
+                beta = result["beta_estimate"]
+                if result["useful_fraction"] is not None:
+                    result["beta_diagnosis"] = beta_diagnosis(data, init_net, seed, result["useful_fraction"])
+            else:
+                if steps is None:  # BADS not run: the default run length of one chain
+                    c = resolve_length(SamplerConfig(), data.n_train)
+                    steps = c.warmup + c.samples * c.thin
+                if beta is None:
+                    beta = float(data.clean.float().mean())  # only reached without BADS; noted in settings
+                    doc["settings"]["cds_beta_from_truth"] = True
+                result = run_other(method, config, data, init_net, seed, steps, beta)
+        except Exception as exc:
+            traceback.print_exc()
+            result = {"method": method, "seed": seed, "error": f"{type(exc).__name__}: {exc}", "cpu_seconds": 0.0}
+            echo(f"    {method:<9} FAILED: {result['error']}")
+            doc["runs"].append(result)
+            write()
+            continue
+        doc["runs"].append(result)
+        echo(result_line(method, result))
+        write()
+
+
+def result_line(method: str, result: dict) -> str:
+    """One method's printed line: accuracy, mean weight by domain, in-domain AUROC; for BADS its beta estimate."""
+    bd = result.get("by_domain")
+    dom = "" if not bd else " | " + " ".join(f"{d} {v:.3f}" for d, v in bd.items())
+    extra = ""
+    if method == "bads":
+        diag = result.get("beta_diagnosis", {})
+        extra = (f" | beta est {result['beta_estimate']:.3f} vs in-domain {result['in_domain_fraction']:.3f}"
+                 f" (mean w {result['mean_weight']:.3f}; cut keeps "
+                 + ", ".join(f"{d} {v:.2f}" for d, v in diag.get("share_above_cut_by_domain", {}).items())
+                 + f"; scorer AUROC {fmt(diag.get('scorer_in_domain_auroc'))}) avg acc "
+                   f"{result['test_accuracy_ensemble']:.3f}")
+    return (f"    {method:<9} acc {result['test_accuracy']:.3f}{dom} | in-domain AUROC "
+            f"{fmt(result.get('in_domain_auroc'))} | {result['steps']} steps | cpu {result['cpu_seconds']:.1f}s" + extra)
+
+
+def main(argv=None) -> dict:
+    args = parse_args(argv)
     torch.set_num_threads(args.threads)
     methods = list(args.methods)
     if "cleanlab" in methods and not cleanlab_available():
@@ -308,66 +385,8 @@ def main(argv=None) -> dict:
 
     t_all, cpu_all = time.perf_counter(), time.process_time()
     for seed in args.seeds:
-        t0, c0 = time.perf_counter(), time.process_time()
-        cache = args.cache or config["data"].get("cache")
-        had_cache = bool(cache) and Path(cache).exists()
-        data, spec = scenario_data(config, seed, args.data_dir, args.cache)
-        build = {"seed": seed, "seconds": time.perf_counter() - t0, "cpu_seconds": time.process_time() - c0,
-                 "cache": spec.get("cache"), "cache_existed": had_cache}
-        doc.setdefault("builds", []).append(build)
-        doc["embedding"] = "; ".join(f"seed {b['seed']}: {b['cpu_seconds']:.0f} CPU s "
-                                     f"({'cache hit' if b['cache_existed'] else 'cold cache, embedding'})"
-                                     for b in doc["builds"])
-        doc["data"] = {"n_train": data.n_train, "n_meta": data.n_meta, "n_test": data.n_test,
-                       "dim": int(data.x_train.shape[1]), "in_domain_fraction": float(data.clean.float().mean()),
-                       "domain_counts": {REVIEW_DOMAINS[i]: int((data.groups["domain"] == i).sum())
-                                         for i in range(len(REVIEW_DOMAINS))}}
-        echo(f"[seed {seed}] N_t={data.n_train} N_m={data.n_meta} N_test={data.n_test} dim={data.x_train.shape[1]} "
-             f"in-domain fraction {doc['data']['in_domain_fraction']:.3f}; data built in {build['cpu_seconds']:.1f} "
-             f"CPU s ({'cache hit' if had_cache else 'cold cache'})")
-        torch.manual_seed(seed)
-        init_net = build_network(config["network"], data)
-        steps, beta = None, None
-        for method in methods:
-            try:
-                if method == "bads":
-                    result, steps = run_bads(config, data, init_net, seed, args.chains)
-                    beta = result["beta_estimate"]
-                    if result["useful_fraction"] is not None:
-                        result["beta_diagnosis"] = beta_diagnosis(data, init_net, seed, result["useful_fraction"])
-                else:
-                    if steps is None:  # BADS not run: the default run length of one chain
-                        from pyro_dps.run_length import resolve_length
-                        c = resolve_length(SamplerConfig(), data.n_train)
-                        steps = c.warmup + c.samples * c.thin
-                    if beta is None:
-                        beta = float(data.clean.float().mean())  # only reached without BADS; noted in settings
-                        doc["settings"]["cds_beta_from_truth"] = True
-                    result = run_other(method, config, data, init_net, seed, steps, beta)
-            except Exception as exc:  # report, do not hide: the traceback goes to stderr
-                import traceback
-                traceback.print_exc()
-                result = {"method": method, "seed": seed, "error": f"{type(exc).__name__}: {exc}",
-                          "cpu_seconds": 0.0}
-                echo(f"    {method:<9} FAILED: {result['error']}")
-                doc["runs"].append(result)
-                write()
-                continue
-            doc["runs"].append(result)
-            bd = result.get("by_domain")
-            dom = "" if not bd else " | " + " ".join(f"{d} {v:.3f}" for d, v in bd.items())
-            extra = ""
-            if method == "bads":
-                diag = result.get("beta_diagnosis", {})
-                extra = (f" | beta est {result['beta_estimate']:.3f} vs in-domain {result['in_domain_fraction']:.3f}"
-                         f" (mean w {result['mean_weight']:.3f}; cut keeps "
-                         + ", ".join(f"{d} {v:.2f}" for d, v in diag.get("share_above_cut_by_domain", {}).items())
-                         + f"; scorer AUROC {fmt(diag.get('scorer_in_domain_auroc'))}) avg acc "
-                           f"{result['test_accuracy_ensemble']:.3f}")
-            echo(f"    {method:<9} acc {result['test_accuracy']:.3f}{dom} | in-domain AUROC "
-                 f"{fmt(result.get('in_domain_auroc'))} | {result['steps']} steps | cpu {result['cpu_seconds']:.1f}s"
-                 + extra)
-            write()
+        data = seed_data(doc, config, seed, args, echo)
+        run_seed_methods(doc, config, data, seed, methods, args.chains, echo, write)
     doc["settings"]["seconds"] = time.perf_counter() - t_all
     doc["settings"]["cpu_seconds"] = time.process_time() - cpu_all
     write()

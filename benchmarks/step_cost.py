@@ -31,14 +31,14 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from pyro_dps.models.bads import model
 
 from pyro_dps.baselines.blo import blo_hook
 from pyro_dps.baselines.mwn import MetaWeightHook
 from pyro_dps.context import Problem
 from pyro_dps.data import DataSplits
 from pyro_dps.kernels import ALGORITHMS, MinibatchSampler
-from pyro_dps.kernels.base import initial_weights
-from pyro_dps.models.bads import model
+from pyro_dps.kernels.chain import initial_weights
 from pyro_dps.networks import lenet5, mlp
 from pyro_dps.potential import make_potential
 from pyro_dps.training import Trainer
@@ -70,8 +70,8 @@ def sgd_stepper(net, problem, optimizer):
            "rmsprop": lambda: torch.optim.RMSprop(params, lr=1e-4)}[optimizer]()
 
     def step(rows_t, rows_m):
-        rows = torch.cat([rows_t, rows_m + problem.n_train])
-        loss = F.cross_entropy(net(problem.x_all[rows]), problem.y_all[rows])
+        x, y = problem.batch(rows_t, rows_m)
+        loss = F.cross_entropy(net(x), y)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -90,11 +90,11 @@ def compiled_sgd_stepper(net, problem, lr: float = 1e-3):
         return F.cross_entropy(torch.func.functional_call(net, params, (x,)), y)
 
     @torch.compile
-    def update(flat, rows):
-        flat.sub_(torch.func.grad(loss)(flat, problem.x_all[rows], problem.y_all[rows]), alpha=lr)
+    def update(flat, rows_t, rows_m):
+        flat.sub_(torch.func.grad(loss)(flat, *problem.batch(rows_t, rows_m)), alpha=lr)
 
     def step(rows_t, rows_m):
-        update(theta, torch.cat([rows_t, rows_m + problem.n_train]))
+        update(theta, rows_t, rows_m)
     return step
 
 
@@ -123,7 +123,7 @@ def bads_stepper(problem, kernel, device, own_batches: tuple[int, int] | None = 
 def reweight_stepper(method: str, net, problem, batch: int, meta_batch: int):
     """BLO or Meta-Weight-Net: the shared training loop (SGD, lr 1e-3) with the method's per-batch hook."""
     data = DataSplits(problem.x_train, problem.y_train, problem.x_meta, problem.y_meta, problem.x_meta[:0],
-                      problem.y_meta[:0], num_classes=int(problem.y_all.max()) + 1)
+                      problem.y_meta[:0], num_classes=max(int(problem.y_train.max()), int(problem.y_meta.max())) + 1)
     hook = (blo_hook(data, meta_batch, 1e-3, seed=0) if method == "blo"
             else MetaWeightHook(data, meta_batch, 1e-3, seed=0))
     trainer = Trainer(net, problem.x_train, problem.y_train, batch_size=batch, lr=1e-3, optimizer="sgd", hook=hook)
@@ -226,7 +226,7 @@ def nt_sweep(device, steps: int, rounds: int, sizes=SWEEP_SIZES, features: int =
             "median_ms": {k: v * 1e3 for k, v in med.items()}, f"ratio {last}/{first}": med[last] / med[first]}
 
 
-def main(argv=None):
+def parse_args(argv=None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--steps", type=int, default=400, help="timed steps per method (after a warm-up block)")
     ap.add_argument("--rounds", type=int, default=20)
@@ -238,61 +238,74 @@ def main(argv=None):
     ap.add_argument("--no-compile", dest="compile", action="store_false",
                     help="skip the torch.compile'd BADS steps and compiled SGD")
     ap.add_argument("--out", default=None)
-    args = ap.parse_args(argv)
+    return ap.parse_args(argv)
+
+
+def all_steppers(name: str, problem: Problem, device, b: int, bm: int, compile: bool) -> tuple[dict, dict]:
+    """Every timed method on one setup, side by side: BADS with each kernel (eager, compiled, Langevin
+    weights), plain SGD and RMSprop on the same network shape (and compiled SGD), BLO and MWN."""
+    steppers, kinds = {}, {}
+    for kernel in ("sgld", "psgld", "sghmc"):
+        steppers[f"bads-{kernel}"], kinds[kernel] = bads_stepper(problem, kernel, device)
+        if compile:
+            steppers[f"bads-{kernel}-compiled"] = bads_stepper(problem, kernel, device, compile=True)[0]
+    steppers["bads-psgld-langevin"] = bads_stepper(problem, "psgld", device, weight_update="langevin")[0]
+    sgd_net = mlp(64, 10, (128,)) if name.startswith("mlp") else lenet5(10)
+    sgd_problem = Problem(sgd_net.to(device), problem.x_train, problem.y_train, problem.x_meta, problem.y_meta)
+    steppers["sgd"] = sgd_stepper(sgd_net, sgd_problem, "sgd")
+    steppers["rmsprop"] = sgd_stepper(sgd_net, sgd_problem, "rmsprop")
+    if compile:  # like for like: plain SGD compiled the same way (functional gradient + update)
+        steppers["sgd-compiled"] = compiled_sgd_stepper(copy.deepcopy(sgd_net), sgd_problem)
+    init = copy.deepcopy(problem.net)
+    for method in ("blo", "mwn"):
+        steppers[method] = reweight_stepper(method, copy.deepcopy(init), problem, b, bm)
+    return steppers, kinds
+
+
+def measure_setup(name: str, net, data: tuple, b: int, bm: int, device, args) -> dict:
+    """Median step times, their ratios to SGD, peak memory and (CUDA) host syncs of one setup, printed."""
+    problem = Problem(net.to(device), *(t.to(device) for t in data))
+    gen = torch.Generator(device=device).manual_seed(1)
+    tb, mb = MinibatchSampler(problem.n_train, b, gen, device), MinibatchSampler(problem.n_meta, bm, gen, device)
+    steppers, kinds = all_steppers(name, problem, device, b, bm, args.compile)
+    med = measure(steppers, lambda: (tb(), mb()), args.steps, args.rounds, device)
+    ratios = {f"{k}/sgd": med[k] / med["sgd"] for k in med if k.startswith(("bads", "blo", "mwn"))}
+    ratios["bads-psgld/rmsprop"] = med["bads-psgld"] / med["rmsprop"]
+    if args.compile:
+        ratios.update({f"{k}/sgd-compiled": med[k] / med["sgd-compiled"] for k in med if k.endswith("-compiled")
+                       and k.startswith("bads")})
+    memory = {k: peak_memory(f, lambda: (tb(), mb()), args.memory_steps, device)
+              for k, f in method_factories(copy.deepcopy(problem.net), problem, b, bm, device).items()}
+    memory_ratios = {f"{k}/sgd-mixing": v / memory["sgd-mixing"] for k, v in memory.items() if k != "sgd-mixing"}
+    syncs = "not checked (CPU)"
+    if device.type == "cuda":  # the issue's "no host synchronisation inside a step", checked by torch
+        syncs = host_syncs(steppers, lambda: (tb(), mb()), device)
+        print(f"{name}: host syncs per step: " + ", ".join(f"{k} {v}" for k, v in syncs.items()))
+    print(f"{name}: " + ", ".join(f"{k} {v * 1e3:.3f} ms" for k, v in med.items()))
+    print(f"{name}: " + ", ".join(f"{k} {v:.3f}" for k, v in ratios.items()))
+    print(f"{name}: peak MB " + ", ".join(f"{k} {v / 2 ** 20:.2f}" for k, v in memory.items()))
+    return {"batch": b, "meta_batch": bm, "potential": kinds["psgld"], "median_ms": {k: v * 1e3 for k, v in med.items()},
+            "ratios": ratios, "timed_steps": args.rounds * max(1, args.steps // args.rounds),
+            "peak_memory_mb": {k: v / 2 ** 20 for k, v in memory.items()}, "memory_ratios": memory_ratios,
+            "host_syncs": syncs, "memory_method": "cuda max_memory_allocated" if device.type == "cuda"
+            else "torch.profiler CPU allocation events (peak live tensor bytes)"}
+
+
+def main(argv=None):
+    args = parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     report = {"device": str(device), "torch": torch.__version__, "threads": torch.get_num_threads(), "setups": {}}
     for name, net, xt, yt, xm, ym, b, bm in setups(device):
-        if args.setups and name not in args.setups:
-            continue
-        problem = Problem(net.to(device), xt.to(device), yt.to(device), xm.to(device), ym.to(device))
-        gen = torch.Generator(device=device).manual_seed(1)
-        tb, mb = MinibatchSampler(problem.n_train, b, gen, device), MinibatchSampler(problem.n_meta, bm, gen, device)
-        steppers, kinds = {}, {}
-        for kernel in ("sgld", "psgld", "sghmc"):
-            steppers[f"bads-{kernel}"], kinds[kernel] = bads_stepper(problem, kernel, device)
-            if args.compile:
-                steppers[f"bads-{kernel}-compiled"] = bads_stepper(problem, kernel, device, compile=True)[0]
-        steppers["bads-psgld-langevin"] = bads_stepper(problem, "psgld", device, weight_update="langevin")[0]
-        sgd_net = mlp(64, 10, (128,)) if name.startswith("mlp") else lenet5(10)
-        sgd_problem = Problem(sgd_net.to(device), problem.x_train, problem.y_train, problem.x_meta, problem.y_meta)
-        steppers["sgd"] = sgd_stepper(sgd_net, sgd_problem, "sgd")
-        steppers["rmsprop"] = sgd_stepper(sgd_net, sgd_problem, "rmsprop")
-        if args.compile:  # like for like: plain SGD compiled the same way (functional gradient + update)
-            steppers["sgd-compiled"] = compiled_sgd_stepper(copy.deepcopy(sgd_net), sgd_problem)
-        init = copy.deepcopy(problem.net)
-        for method in ("blo", "mwn"):
-            steppers[method] = reweight_stepper(method, copy.deepcopy(init), problem, b, bm)
-        med = measure(steppers, lambda: (tb(), mb()), args.steps, args.rounds, device)
-        ratios = {f"{k}/sgd": med[k] / med["sgd"] for k in med if k.startswith(("bads", "blo", "mwn"))}
-        ratios["bads-psgld/rmsprop"] = med["bads-psgld"] / med["rmsprop"]
-        if args.compile:
-            ratios.update({f"{k}/sgd-compiled": med[k] / med["sgd-compiled"] for k in med if k.endswith("-compiled")
-                           and k.startswith("bads")})
-        memory = {k: peak_memory(f, lambda: (tb(), mb()), args.memory_steps, device)
-                  for k, f in method_factories(init, problem, b, bm, device).items()}
-        memory_ratios = {f"{k}/sgd-mixing": v / memory["sgd-mixing"] for k, v in memory.items() if k != "sgd-mixing"}
-        if device.type == "cuda":  # the issue's "no host synchronisation inside a step", checked by torch
-            syncs = host_syncs(steppers, lambda: (tb(), mb()), device)
-            print(f"{name}: host syncs per step: " + ", ".join(f"{k} {v}" for k, v in syncs.items()))
-        report["setups"][name] = {"batch": b, "meta_batch": bm, "potential": kinds["psgld"],
-                                  "median_ms": {k: v * 1e3 for k, v in med.items()}, "ratios": ratios,
-                                  "timed_steps": args.rounds * max(1, args.steps // args.rounds),
-                                  "peak_memory_mb": {k: v / 2 ** 20 for k, v in memory.items()},
-                                  "memory_ratios": memory_ratios,
-                                  "host_syncs": syncs if device.type == "cuda" else "not checked (CPU)",
-                                  "memory_method": "cuda max_memory_allocated" if device.type == "cuda"
-                                  else "torch.profiler CPU allocation events (peak live tensor bytes)"}
-        print(f"{name}: " + ", ".join(f"{k} {v * 1e3:.3f} ms" for k, v in med.items()))
-        print(f"{name}: " + ", ".join(f"{k} {v:.3f}" for k, v in ratios.items()))
-        print(f"{name}: peak MB " + ", ".join(f"{k} {v / 2 ** 20:.2f}" for k, v in memory.items()))
+        if not args.setups or name in args.setups:
+            report["setups"][name] = measure_setup(name, net, (xt, yt, xm, ym), b, bm, device, args)
     if args.sweep_steps:
         sweep = nt_sweep(device, args.sweep_steps, args.rounds)
         report["nt_sweep"] = sweep
+        ratio = [k for k in sweep if k.startswith("ratio")][0]
         print("N_t sweep (bads-psgld): " + ", ".join(f"{k} {v:.3f} ms" for k, v in sweep["median_ms"].items())
-              + f"; {[k for k in sweep if k.startswith('ratio')][0]} "
-              + f"{sweep[[k for k in sweep if k.startswith('ratio')][0]]:.3f}")
+              + f"; {ratio} {sweep[ratio]:.3f}")
     text = json.dumps(report, indent=2)
     print(text)
     if args.out:

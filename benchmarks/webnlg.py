@@ -186,7 +186,7 @@ def run_method(method: str, model_dir: Path, train, meta, preset: dict, args, be
     from pyro_dps.baselines import BASELINES
     from pyro_dps.context import Problem
     from pyro_dps.data import DataSplits
-    from pyro_dps.driver import SamplerConfig, fit
+    from pyro_dps import SamplerConfig, fit
     from pyro_dps.losses import sequence_nll
     from pyro_dps.models import bads
     from pyro_dps.text.causal_lm import load_causal_lm

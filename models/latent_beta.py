@@ -76,18 +76,18 @@ import torch
 
 from pyro_dps.models.bads import base_prior, theta_prior
 
-_NUM_CLASSES: dict[int, tuple[weakref.ref, int]] = {}
+_NUM_CLASSES: dict[tuple[int, int], tuple[weakref.ref, weakref.ref, int]] = {}
 
 
 def chance_loss(ctx) -> float:
-    """log K: the cross-entropy of a uniform prediction over the K classes of the labels.
+    """log K: the cross-entropy of a uniform prediction over the K classes of the labels (train and meta).
 
-    K is read from the labels once per label tensor (a host read), not at every step."""
-    labels = ctx.problem.y_all
-    ref, k = _NUM_CLASSES.get(id(labels), (None, 0))
-    if ref is None or ref() is not labels:
-        k = int(labels.max()) + 1
-        _NUM_CLASSES[id(labels)] = (weakref.ref(labels), k)
+    K is read from the labels once per pair of label tensors (a host read), not at every step."""
+    y_t, y_m = ctx.problem.y_train, ctx.problem.y_meta
+    ref_t, ref_m, k = _NUM_CLASSES.get((id(y_t), id(y_m)), (None, None, 0))
+    if ref_t is None or ref_t() is not y_t or ref_m() is not y_m:
+        k = max(int(y.max()) for y in (y_t, y_m) if y.numel()) + 1
+        _NUM_CLASSES[(id(y_t), id(y_m))] = (weakref.ref(y_t), weakref.ref(y_m), k)
     return math.log(max(k, 2))
 
 

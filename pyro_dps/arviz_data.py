@@ -279,7 +279,7 @@ def step_sizes(sampler: Mapping[str, Any] | None, chains: int, draws: int, key: 
     spec = sampler[key]
     if isinstance(spec, str):  # a callable schedule recorded by repr(): the value is not recoverable
         return out
-    from .schedules import make_schedule
+    from .kernels.schedules import make_schedule
 
     warmup, thin = int(sampler.get("warmup", 0)), int(sampler.get("thin", 1))
     schedule = make_schedule(spec)

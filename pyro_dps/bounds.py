@@ -48,6 +48,21 @@ def check_real(value: Any, field: str, low: float, high: float, low_open: bool =
     return number
 
 
+def check_flag(value: Any, field: str) -> bool:
+    """True or false (not 0 or 1, not a string)."""
+    if not isinstance(value, bool):
+        raise ConfigError(f"{field} must be true or false, got {value!r}")
+    return value
+
+
+def check_choice(value: Any, field: str, choices: tuple[str, ...]) -> str:
+    """One of the named choices."""
+    if not isinstance(value, str) or value not in choices:
+        raise ConfigError(f"{field} must be {', '.join(repr(c) for c in choices[:-1])} or {choices[-1]!r}, "
+                          f"got {value!r}")
+    return value
+
+
 def check_device(name: Any, field: str = "device") -> str:
     """A torch device string that exists on this machine (`cuda` without CUDA is refused here, not mid-run)."""
     try:
@@ -74,7 +89,7 @@ def check_schedule(spec: Any, field: str, total_steps: int) -> None:
     if isinstance(spec, (int, float)) and not isinstance(spec, bool):
         check_real(spec, field, 0.0, MAX_STEP_SIZE, low_open=True)
         return
-    from .schedules import make_schedule
+    from .kernels.schedules import make_schedule
 
     for t in (0, max(total_steps - 1, 0)):
         try:

@@ -75,12 +75,13 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _report(args) -> None:
-    from .report import write_report
+    from .report.write import write_report
     from .rundir import check_out_file
+    from .scoring import predictive_probs  # an older run directory's suggested labels, from posterior.safetensors
 
     if args.out is not None:
         check_out_file(args.out, args.overwrite, "report file")
-    print(f"wrote {write_report(args.run_dir, args.out, overwrite=args.overwrite)}")
+    print(f"wrote {write_report(args.run_dir, args.out, overwrite=args.overwrite, recompute=predictive_probs)}")
 
 
 def _score(args) -> None:
@@ -116,7 +117,7 @@ def _run(args) -> None:
     import torch
 
     from .bounds import check_device
-    from .distributed import init_from_env, local_device
+    from .driver.distributed import init_from_env, local_device
     from .scenario import run_scenario
 
     config = _config(args)

@@ -1,7 +1,9 @@
 """What a BADS model sees: the problem (network, data, loss) and, per step, a `ModelContext`."""
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import copy
+import itertools
+from dataclasses import dataclass
 from typing import Callable
 
 import torch
@@ -18,7 +20,8 @@ LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 class Problem:
     """A network, its per-example loss and the train and meta tensors it is fitted on.
 
-    Train and meta inputs are stored concatenated so that one gather feeds one forward pass.
+    The data are held once, as given: `batch` gathers a step's train and meta rows into the one input of a
+    forward pass.
     """
 
     net: nn.Module
@@ -28,16 +31,12 @@ class Problem:
     y_meta: torch.Tensor | None = None
     loss: LossFn = cross_entropy
     total_train: int | None = None  # N_t of the whole training set when this problem holds one shard of it
-    x_all: torch.Tensor = field(init=False, repr=False)
-    y_all: torch.Tensor = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         if self.x_meta is None:
             self.x_meta = self.x_train[:0]
             self.y_meta = self.y_train[:0]
         self._validate()
-        self.x_all = torch.cat([self.x_train, self.x_meta])
-        self.y_all = torch.cat([self.y_train, self.y_meta])
         self.param_shapes = {name: p.shape for name, p in self.net.named_parameters()}
         self.buffers = dict(self.net.named_buffers())
 
@@ -119,19 +118,46 @@ class Problem:
             handle.remove()
         return out, captured[-1].flatten(1)
 
-    def losses(self, params: dict[str, torch.Tensor], rows: torch.Tensor) -> torch.Tensor:
-        """Per-example losses for rows of the concatenated train+meta data (meta rows offset by N_t)."""
-        return self.loss(self.forward(params, self.x_all[rows]), self.y_all[rows])
+    def batch(self, train_idx: torch.Tensor, meta_idx: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """(x, y) of a batch: training rows `train_idx`, then meta rows `meta_idx` (none when None).
+
+        Two gathers and a concatenation of the batch's rows only (static shapes: `torch.compile` traces it).
+        """
+        if meta_idx is None:
+            return self.x_train[train_idx], self.y_train[train_idx]
+        return (torch.cat([self.x_train[train_idx], self.x_meta[meta_idx]]),
+                torch.cat([self.y_train[train_idx], self.y_meta[meta_idx]]))
+
+    def losses(self, params: dict[str, torch.Tensor], train_idx: torch.Tensor,
+               meta_idx: torch.Tensor | None = None) -> torch.Tensor:
+        """Per-example losses of training rows `train_idx`, then of meta rows `meta_idx` (none when None)."""
+        x, y = self.batch(train_idx, meta_idx)
+        return self.loss(self.forward(params, x), y)
 
     def to(self, device: torch.device | str) -> "Problem":
-        """The same problem with network and data on `device`."""
-        return Problem(self.net.to(device), self.x_train.to(device), self.y_train.to(device),
+        """The same problem with network and data on `device`. A network elsewhere is copied there (the
+        caller's module stays where it is); one already there is used as it is."""
+        return Problem(_network_on(self.net, device), self.x_train.to(device), self.y_train.to(device),
                        self.x_meta.to(device), self.y_meta.to(device), self.loss, self.total_train)
 
     def shard(self, lo: int, hi: int) -> "Problem":
         """Training rows [lo, hi) with the full meta set; the model still sees the whole N_t."""
         return Problem(self.net, self.x_train[lo:hi], self.y_train[lo:hi], self.x_meta, self.y_meta, self.loss,
                        self.n_train_total)
+
+
+def _network_on(net: nn.Module, device: torch.device | str) -> nn.Module:
+    """`net` when its parameters and buffers are all on `device`, else a copy of it there: each tensor moved
+    straight to `device` (no second copy where it is now), the module's structure deep-copied around them."""
+    target = torch.empty(0, device=device).device  # "cuda" -> the current cuda:N, as `Module.to` resolves it
+    tensors = list(itertools.chain(net.parameters(), net.buffers()))
+    if all(t.device == target for t in tensors):
+        return net
+    moved = {}
+    for t in tensors:
+        value = t.detach().to(target)
+        moved[id(t)] = nn.Parameter(value, requires_grad=t.requires_grad) if isinstance(t, nn.Parameter) else value
+    return copy.deepcopy(net, moved)
 
 
 def _last_linear(net: nn.Module) -> nn.Module:
@@ -180,13 +206,13 @@ class ModelContext:
         # One forward pass over train and meta rows together (and the features, when asked); cached for the step.
         if self._losses is None or self._losses[0] is not theta or (features and self._features is None):
             p = self.problem
-            rows = torch.cat([self.train_idx, self.meta_idx + p.n_train])
             if features:
-                out, feats = p.forward_features(theta, p.x_all[rows])
-                both = p.loss(out, p.y_all[rows])
+                x, y = p.batch(self.train_idx, self.meta_idx)
+                out, feats = p.forward_features(theta, x)
+                both = p.loss(out, y)
                 self._features = feats[:self.train_idx.numel()]
             else:
-                both = p.losses(theta, rows)
+                both = p.losses(theta, self.train_idx, self.meta_idx)
             self._losses = (theta, both.split([self.train_idx.numel(), self.meta_idx.numel()]))
         return self._losses[1]
 

@@ -132,22 +132,29 @@ class DrawStore:
         ds.attrs[WEIGHTS_ATTR] = self.weights_name
         return ds.assign_coords(chain=np.arange(self.chains), draw=np.arange(self.draws))
 
-    def save(self, path: str | os.PathLike, groups: dict[str, xr.Dataset]) -> Path:
+    def save(self, path: str | os.PathLike, groups: dict[str, xr.Dataset], keep: bool = False) -> Path:
         """Write draws.nc from the ArviZ `groups` of these draws (`arviz_data.draws_groups`): in memory, a new
-        file (atomically); streamed, the spill file completed with the other groups and moved to `path`."""
+        file (atomically); streamed, the spill file completed with the other groups and moved to `path`.
+        `keep`: a streamed store's spill file stays as it is (a copy of it is completed and moved), so that
+        these draws can still be read and saved again."""
         if not self.streamed:
             return write_groups(path, groups)
         path = Path(path)
         self.close()
+        source = self.path
+        if keep:
+            source = path.with_name(f".{path.name}.spill")
+            shutil.copyfile(self.path, source)
         with _netcdf_errors(path):
-            _append_groups(self.path, groups, skip=self.weights_name)
-        fd = os.open(self.path, os.O_RDONLY)
+            _append_groups(source, groups, skip=self.weights_name)
+        fd = os.open(source, os.O_RDONLY)
         try:
             os.fsync(fd)
         finally:
             os.close(fd)
-        shutil.move(self.path, path)
-        self.path = path
+        shutil.move(source, path)
+        if not keep:
+            self.path = path
         return path
 
 

@@ -15,6 +15,3 @@ def sequence_nll(outputs: torch.Tensor, targets: torch.Tensor, ignore_index: int
     tokens = F.cross_entropy(outputs.transpose(1, 2), targets, reduction="none", ignore_index=ignore_index)
     counts = (targets != ignore_index).sum(dim=1).clamp_min(1)
     return tokens.sum(dim=1) / counts
-
-
-LOSSES = {"cross_entropy": cross_entropy, "sequence_nll": sequence_nll}

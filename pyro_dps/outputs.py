@@ -132,7 +132,7 @@ def write_weights_csv(path: Path, summary: dict[str, np.ndarray], labels: np.nda
                           f"{summary['q05'][i]:.6f}", f"{summary['q95'][i]:.6f}", *extra])
 
 
-def plot_weights_by_group(path: Path, mean: np.ndarray, labels: np.ndarray, clean: np.ndarray | None,
+def save_weight_histograms(path: Path, mean: np.ndarray, labels: np.ndarray, clean: np.ndarray | None,
                           title: str = "") -> None:
     """Histograms of posterior mean weights split clean/corrupted (when known) and per label."""
     import matplotlib

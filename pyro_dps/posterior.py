@@ -1,48 +1,74 @@
-"""A finished run in memory: weight draws, per-draw scalars, the chains' final theta and theta snapshots,
-with what a user asks of it (ArviZ data, the convergence checks, a selection, the posterior predictive)."""
+"""The front door's result: `fit` runs the chains (`pyro_dps.driver`) and returns a `Posterior`, the run in
+memory with what a user asks of it: ArviZ data, the convergence checks, a selection, the posterior predictive,
+and the run directory and HTML report a CLI run writes (`save` and `report`, `pyro_dps.posterior_io`).
+
+    post = dps.fit(model, problem, hyper, dps.SamplerConfig(chains=4))
+    post.diagnose(), post.select(), post.report("run.html")
+"""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any
+from typing import Callable
 
 import numpy as np
-import torch
 
 from .arviz_data import draws_groups, to_arviz
 from .context import Problem
 from .diagnostics import Check, Thresholds, summary
-from .draws import DrawStore
-from .errors import ConfigError
+from .driver import SamplerConfig, run_chains
+from .driver.result import RunResult
 from .outputs import config_dict
 from .selection import select_by_probability
-from .useful_fraction import FractionEstimate
+
+
+def fit(model: Callable, problem: Problem, hyper: dict | None = None, config: SamplerConfig | None = None,
+        **options) -> "Posterior | None":
+    """BADS inference on `problem`: `config.chains` chains of the configured kernel (`driver.run_chains`, which
+    says what `options` it takes: checkpoint and resume, a spill path, example ids, a torchrun communicator).
+    Under torchrun, rank 0 returns the Posterior and the other ranks None."""
+    result = run_chains(model, problem, hyper, config, **options)
+    return None if result is None else Posterior(**{f.name: getattr(result, f.name) for f in fields(RunResult)})
 
 
 @dataclass
-class Posterior:
-    """A finished run: weight draws, per-draw scalars, final theta per chain and theta snapshots."""
+class Posterior(RunResult):
+    """A finished run (`RunResult`: weight draws, per-draw scalars, final theta per chain, theta snapshots) and
+    what a user asks of it."""
 
-    draws: DrawStore
-    final_theta: list[torch.Tensor]
-    snapshots: list[torch.Tensor]
-    potential: Any  # the run's TracePotential (its network_params maps a theta to the network's parameters)
-    problem: Problem
-    config: Any  # the run's driver.SamplerConfig, "auto" run lengths resolved
-    hyper: dict
-    seconds: float
-    useful_fraction: FractionEstimate | None = None  # the estimate behind beta = "auto" (useful_fraction.py)
-    weight_update: str = "none"  # how the table weights moved: "exact", "langevin" or "none"
-
-    def dataset(self):
-        """Draws as an xarray Dataset with dims (chain, draw[, example])."""
-        return self.draws.dataset()
-
-    def save_draws(self, path: str | Path, coords: dict[str, np.ndarray] | None = None) -> Path:
-        """Write draws.nc in ArviZ's layout (`arviz.from_netcdf` reads it; `arviz_data.draws_groups`).
+    def arviz_groups(self, coords: dict[str, np.ndarray] | None = None) -> dict:
+        """The ArviZ groups draws.nc holds (`arviz_data.draws_groups`), {name: xarray Dataset}.
         `coords`: per-example coordinates (label, clean, groups such as a review's domain), N_t values each."""
         ds = self.dataset().assign_coords({k: ("example", np.asarray(v)) for k, v in (coords or {}).items()})
-        return self.draws.save(path, draws_groups(ds, config_dict(self.config)))
+        return draws_groups(ds, config_dict(self.config))
+
+    def save_draws(self, path: str | Path, coords: dict[str, np.ndarray] | None = None, keep: bool = False) -> Path:
+        """Write draws.nc in ArviZ's layout (`arviz.from_netcdf` reads it; `arviz_groups`). `coords`: as in
+        `arviz_groups`. Draws streamed to a spill file move it to `path` unless `keep` (then a copy moves)."""
+        return self.draws.save(path, self.arviz_groups(coords), keep)
+
+    def save(self, run_dir: str | Path, coords: dict | None = None, name: str | None = None,
+             overwrite: bool = False, echo=print) -> Path:
+        """Write a run directory as `pyro-dps run` does (metrics.json, weights.csv, draws.nc, weights_by_group.png,
+        examples.npz, report.html, report.selection.csv), staged and published atomically; return it.
+        `coords`: per-example coordinates for draws.nc (`clean` flags, groups), N_t values each (`label`
+        is the problem's y_train); `name`: the run's name (default: the directory's). A directory that
+        exists and is not empty is refused (ConfigError); with `overwrite`, one an earlier save or run wrote
+        has the files pyro-dps wrote there replaced, nothing else touched. `pyro_dps.posterior_io` says
+        what a notebook's run directory lacks beside a CLI run's (posterior.safetensors, test accuracy)."""
+        from .posterior_io import save_run
+
+        return save_run(self, run_dir, coords, name, overwrite, echo)
+
+    def report(self, path: str | Path, coords: dict | None = None, name: str | None = None,
+               overwrite: bool = False, thresholds: Thresholds | None = None, echo=print) -> Path:
+        """Write the HTML report of this posterior to `path` (and its full per-example table beside it,
+        NAME.selection.csv), built from memory by the builder `pyro-dps report` uses; return `path`.
+        `coords`, `name`: as in `save` (default name: the file's stem). An existing file is replaced only
+        with `overwrite` (ConfigError otherwise)."""
+        from .posterior_io import write_posterior_report
+
+        return write_posterior_report(self, path, coords, name, overwrite, thresholds, echo)
 
     def to_arviz(self):
         """The draws as ArviZ data (InferenceData on ArviZ 0.x, DataTree on 1.x), groups as in draws.nc."""
@@ -56,26 +82,4 @@ class Posterior:
         """The examples to keep, bool (N_t,): P(w_i > tau) >= q over every chain's draws."""
         return select_by_probability(self.draws.weights().values, tau, q)
 
-    def weight_summary(self, quantiles: tuple[float, float] = (0.05, 0.95)) -> dict[str, np.ndarray]:
-        """Per-example posterior mean, sd and central interval of w over all chains and draws."""
-        w = self.draws.weights()
-        flat = w.stack(sample=("chain", "draw"))
-        return {"mean": flat.mean("sample").values, "sd": flat.std("sample", ddof=1).values,
-                f"q{int(quantiles[0] * 100):02d}": flat.quantile(quantiles[0], "sample").values,
-                f"q{int(quantiles[1] * 100):02d}": flat.quantile(quantiles[1], "sample").values}
 
-    @torch.no_grad()
-    def predict_proba(self, x: torch.Tensor, ensemble: bool = True, chain: int = 0,
-                      batch_size: int = 1024) -> torch.Tensor:
-        """Class probabilities: averaged over all snapshots of all chains, or from one chain's last iterate."""
-        thetas = self.snapshots if ensemble else [self.final_theta[chain]]
-        if not thetas:
-            raise ConfigError("no theta snapshots were kept (snapshots=0); use ensemble=False")
-        x = x.to(self.problem.device)
-        total = 0.0
-        for theta in thetas:
-            params = self.potential.network_params(theta)
-            probs = torch.cat([self.problem.forward(params, x[i:i + batch_size]).softmax(-1)
-                               for i in range(0, x.shape[0], batch_size)])
-            total = total + probs
-        return (total / len(thetas)).cpu()

@@ -13,19 +13,19 @@ from .baselines import BASELINES, BETA_BASELINES
 from .config import DEMO, sampler_config
 from .context import Problem
 from .data import DataSplits
-from .distributed import Communicator
-from .driver import Posterior, fit
-from .scoring import STATE_FILE, save_posterior_state
-from .spec import build_data, build_network  # re-exported: the benchmarks build scenarios through here
+from .driver.distributed import Communicator
+from .driver.run_length import resolve_length
 from .errors import ConfigError
 from .fingerprint import file_digest
 from .metrics import accuracy, noise_auroc
 from .model_loader import load_model
+from .outputs import (check_writable, config_dict, metrics_document, plain, save_weight_histograms, write_json,
+                      write_weights_csv)
+from .posterior import Posterior, fit
 from .probes import PROBE_GROUP, non_probe_mask, probe_report, probes_from_group
-from .run_length import resolve_length
-from .outputs import check_writable, config_dict, metrics_document, plain, plot_weights_by_group, write_json, \
-    write_weights_csv
 from .rundir import check_out_dir, remove_stale_staging, run_lock, staged_directory
+from .scoring import STATE_FILE, save_posterior_state
+from .spec import build_data, build_network  # re-exported: the benchmarks build scenarios through here
 from .suggested import run_suggestions
 from .training import predict_proba
 
@@ -77,10 +77,7 @@ def _run(config, out, seed, device, chains, progress, echo, resume, checkpoint_e
                              checkpoint_every=checkpoint_every).validate(None)  # all settings before any work
     side = {} if out is None else {"checkpoint": Path(f"{out}.checkpoint.safetensors"),
                                    "spill_path": Path(f"{out}.spill.nc")}
-    legacy = Path(f"{out}.checkpoint.pt")
-    if resume and comm.main and out is not None and legacy.exists() and not side["checkpoint"].exists():
-        raise ConfigError(f"{str(legacy)!r} is a checkpoint in the pickle format of pyro-dps 0.1, which is never "
-                          "loaded (a pickle can run code) and cannot be continued; delete it and run without --resume")
+    _refuse_legacy_checkpoint(out, resume and comm.main, side)
     model = load_model(config["model"]["file"])
     data = build_data(data_spec)
     rank_file = [Path(f"{out}.checkpoint.safetensors.rank{comm.rank}")] if out is not None else []
@@ -108,39 +105,63 @@ def _run(config, out, seed, device, chains, progress, echo, resume, checkpoint_e
     methods = {"bads": _bads_metrics(posterior, data)}
     for name, settings in config["baselines"].items():
         methods[name] = _run_baseline(name, settings, config, data, sampler, seed, total_steps, posterior.hyper)
+    document = _metrics(config, data, data_spec, length, posterior, methods)
+    echo(result_table(document))
+    if out is not None:
+        _write_run_dir(out, overwrite, posterior, config, data, document, echo)
+        for path in side.values():
+            path.unlink(missing_ok=True)
+    return document
+
+
+def _refuse_legacy_checkpoint(out, resuming: bool, side: dict) -> None:
+    """A --resume beside a pyro-dps 0.1 pickle checkpoint (and no new one) is refused: a pickle is never loaded."""
+    legacy = Path(f"{out}.checkpoint.pt")
+    if resuming and out is not None and legacy.exists() and not side["checkpoint"].exists():
+        raise ConfigError(f"{str(legacy)!r} is a checkpoint in the pickle format of pyro-dps 0.1, which is never "
+                          "loaded (a pickle can run code) and cannot be continued; delete it and run without --resume")
+
+
+def _metrics(config: dict, data, data_spec: dict, length, posterior, methods: dict) -> dict:
+    """metrics.json of a run: every method's test accuracy, the weights' quality against the ground truth, the
+    mean weight by group, the probes, the configuration as run ("auto" lengths resolved) and the model record."""
     summary = posterior.weight_summary()
-    clean = None if data.clean is None else data.clean.numpy()
     document = metrics_document(data.name if config["name"] == "custom" else config["name"], methods,
                                 weight_metrics(summary["mean"], data))
     document["mean_weight_by_group"] = mean_weight_by_group(summary["mean"], data)
     probes = probe_metrics(posterior, data)
     if probes is not None:
         document["probes"] = probes
-    # the run length as run ("auto" resolved), so that readers (to_arviz's step sizes, the report) need not redo the rule
+    # the run length as run, so that readers (to_arviz's step sizes, the report) need not redo the rule
     document["config"] = {**config, "sampler": config_dict(length), "data": data_spec}
-    document.update(model_record(posterior))
-    echo(result_table(document))
-    if out is not None:
-        suggested = run_suggestions(posterior, data, echo)  # the posterior predictive's class, every example
-        with staged_directory(out, overwrite) as stage:
-            write_json(stage / "metrics.json", document)
-            write_weights_csv(stage / "weights.csv", summary, data.y_train.numpy(), clean, flagged=keep,
-                              suggested=suggested)
-            posterior.save_draws(stage / "draws.nc", example_coords(data))
-            save_posterior_state(stage / STATE_FILE, posterior, config, tuple(data.x_train.shape[1:]),
-                                 data.num_classes)
-            plot_weights_by_group(stage / "weights_by_group.png", summary["mean"][keep],
-                                  data.y_train.numpy()[keep], None if clean is None else clean[keep],
-                                  title=f"{document['scenario']}: posterior mean weights")
-            from .report import save_gallery_examples, write_run_report  # failures of the report only warn
-
-            save_gallery_examples(stage, data, echo=echo)
-            write_run_report(stage, run_label=str(out), echo=echo)
-        posterior.draws.close()
-        for path in side.values():
-            path.unlink(missing_ok=True)
-        echo(f"wrote {out}/metrics.json, weights.csv, draws.nc, {STATE_FILE}, weights_by_group.png, report.html")
+    document.update(posterior.model_record())
     return document
+
+
+def _write_run_dir(out, overwrite: bool, posterior, config: dict, data, document: dict, echo) -> None:
+    """The run directory, staged and published when every file is written."""
+    summary = posterior.weight_summary()
+    clean = None if data.clean is None else data.clean.numpy()
+    keep = non_probe_mask(data)
+    suggested = run_suggestions(posterior, data, echo)  # the posterior predictive's class, every example
+    with staged_directory(out, overwrite) as stage:
+        write_json(stage / "metrics.json", document)
+        write_weights_csv(stage / "weights.csv", summary, data.y_train.numpy(), clean, flagged=keep,
+                          suggested=suggested)
+        posterior.save_draws(stage / "draws.nc", example_coords(data))
+        save_posterior_state(stage / STATE_FILE, posterior, config, tuple(data.x_train.shape[1:]), data.num_classes)
+        save_weight_histograms(stage / "weights_by_group.png", summary["mean"][keep], data.y_train.numpy()[keep],
+                              None if clean is None else clean[keep],
+                              title=f"{document['scenario']}: posterior mean weights")
+        from .report import (  # failures of the report only warn
+            save_gallery_examples,
+            write_run_report,
+        )
+
+        save_gallery_examples(stage, data, echo=echo)
+        write_run_report(stage, run_label=str(out), echo=echo)
+    posterior.draws.close()
+    echo(f"wrote {out}/metrics.json, weights.csv, draws.nc, {STATE_FILE}, weights_by_group.png, report.html")
 
 
 def check_model(model, problem: Problem, hyper: dict) -> None:
@@ -253,15 +274,6 @@ def example_coords(data: DataSplits) -> dict[str, np.ndarray]:
     """The per-example coordinates of the draws: label, clean flag (when known) and groups (e.g. a review's domain)."""
     coords = {"label": data.y_train, **({} if data.clean is None else {"clean": data.clean}), **data.groups}
     return {k: v.cpu().numpy() for k, v in coords.items()}
-
-
-def model_record(posterior: Posterior) -> dict[str, Any]:
-    """What metrics.json records of the model as it ran: the potential path ("fused" or "trace", and why not
-    fused), every hyper-parameter the model used (its own defaults and a resolved beta = "auto" included),
-    and the constants the fused path read off the model (what defaults such as sigma = None resolved to)."""
-    reason = getattr(posterior.potential, "fused_reason", None)
-    return {"potential": posterior.potential.kind, **({"potential_reason": reason} if reason else {}),
-            "hyper": plain(posterior.hyper), "hyper_derived": plain(posterior.potential.constants())}
 
 
 def result_table(document: dict) -> str:

@@ -200,6 +200,30 @@ def score(run_dir: str | os.PathLike, x: torch.Tensor, y: torch.Tensor | None = 
             f"q{int(quantiles[1] * 100):02d}": np.quantile(draws, quantiles[1], axis=0)}
 
 
+def predictive_probs(run_dir: str | os.PathLike, x: torch.Tensor,
+                     y: torch.Tensor | None = None) -> tuple[np.ndarray, int]:
+    """(class probabilities (rows, classes) of the rows of `x`, the softmax averaged over the run's theta
+    snapshots (every chain's last theta when it kept none), snapshots used), from posterior.safetensors.
+    Built-in models only: a run's own model file is never imported (ConfigError)."""
+    from .spec import build_network
+
+    state = load_posterior_state(run_dir)
+    model = scoring_model(state, None)
+    x = x.float() if x.is_floating_point() else x
+    if tuple(x.shape[1:]) != tuple(state["input_shape"]):
+        raise DataError(f"stored inputs have shape {tuple(x.shape[1:])}, the run's {tuple(state['input_shape'])}")
+    y = torch.zeros(len(x), dtype=torch.long) if y is None else y.long()
+    net = build_network(state["network"], _ShapeOnly(x.shape[1:], state["num_classes"]))
+    problem = Problem(net, x, y, x[:1], y[:1])
+    potential = TracePotential(model, problem, state["hyper"])
+    thetas = state["snapshots"] or state["final_theta"]
+    if any(t.numel() != potential.theta_size for t in thetas):
+        raise DataError("the run's theta does not fit the rebuilt network")
+    with torch.no_grad():
+        total = sum(problem.forward(potential.network_params(t.float()), x).softmax(-1) for t in thetas)
+    return (total / len(thetas)).double().numpy(), len(thetas)
+
+
 def write_scores(path: str | os.PathLike, scores: dict[str, np.ndarray], labels: torch.Tensor | None) -> Path:
     """CSV (index, label, mean, sd, q05, q95), written to a temporary file and renamed into place."""
     path = Path(path)

@@ -30,13 +30,14 @@ def _chunk_probs(posterior, x):
     return sum(posterior.predict_proba(x, ensemble=False, chain=c, batch_size=CHUNK) for c in chains) / len(chains)
 
 
-def predictive_suggestions(posterior, x, num_classes: int) -> tuple[np.ndarray, np.ndarray] | None:
+def predictive_suggestions(posterior, x, num_classes: int | None) -> tuple[np.ndarray, np.ndarray] | None:
     """(most likely class (N,) int64, its probability (N,) float64) under the posterior predictive for the
-    rows of `x`, or None when the network does not output `num_classes` class scores per row."""
+    rows of `x`, or None when the network does not output `num_classes` class scores per row (None: one score
+    per class, however many)."""
     labels, probs = [], []
     for start in range(0, int(x.shape[0]), CHUNK):
         p = _chunk_probs(posterior, x[start:start + CHUNK])
-        if p.ndim != 2 or p.shape[1] != num_classes:
+        if p.ndim != 2 or (num_classes is not None and p.shape[1] != num_classes):
             return None
         best = p.max(dim=-1)
         labels.append(best.indices.cpu().numpy().astype(np.int64))

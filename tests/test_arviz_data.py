@@ -16,7 +16,7 @@ from pyro_dps.arviz_data import (ARVIZ_1, RunDirError, arviz_line, example_group
                                  is_arviz_data, load_run, nonfinite_steps, posterior_group, rejected_steps,
                                  sample_stats_group, scalar_names, step_sizes, to_arviz, weight_draws)
 from pyro_dps.arviz_data import save_draws
-from pyro_dps.driver import SamplerConfig
+from pyro_dps import SamplerConfig
 from pyro_dps.errors import DataError, DPSError
 
 C, D, N = 4, 30, 9
@@ -218,7 +218,7 @@ def _problem(n: int = 120):
 
 
 def _fit(model, hyper: dict, **kw):
-    from pyro_dps.driver import fit
+    from pyro_dps import fit
 
     cfg = dict(kernel="psgld", step_size=1e-3, local_step_size=0.05, chains=2, warmup=30, samples=12, thin=3,
                batch_size=16, progress=False, seed=3)
@@ -275,7 +275,6 @@ def test_vector_valued_global_site_is_kept_with_its_shape(tmp_path):
     """A user model's per-class location `mu` is in draws.nc as (chain, draw, mu_dim_0), component by component;
     the run records that the trace path ran and every hyper-parameter, the model's own default included."""
     from pyro_dps.model_loader import load_model
-    from pyro_dps.scenario import model_record
 
     (tmp_path / "vector_prior.py").write_text(VECTOR_MODEL)
     # SGLD: pSGLD adds no noise to a coordinate before it has seen a gradient, and mu starts at its prior's mode
@@ -285,7 +284,7 @@ def test_vector_valued_global_site_is_kept_with_its_shape(tmp_path):
     np.testing.assert_array_equal(mu.values, post.dataset()["mu"].values)
     np.testing.assert_allclose(mu.mean(("chain", "draw")).values, [-3.0, 3.0], atol=0.5)
     assert float(mu.std(("chain", "draw")).min()) > 0  # sampled, not a constant
-    record = model_record(post)
+    record = post.model_record()
     assert record["potential"] == "trace" and "potential_reason" in record
     assert record["hyper"] == {"beta": 0.4, "spread": 0.1} and record["hyper_derived"] == {}
 

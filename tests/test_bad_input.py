@@ -7,7 +7,7 @@ from torch import nn
 from pyro_dps.cli import main
 from pyro_dps.context import Problem
 from pyro_dps.data import from_arrays
-from pyro_dps.driver import SamplerConfig, fit
+from pyro_dps import SamplerConfig, fit
 from pyro_dps.errors import ConfigError, DataError, DPSError, ModelError
 from pyro_dps.models import bads
 

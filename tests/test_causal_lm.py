@@ -15,7 +15,7 @@ tokenizers = pytest.importorskip("tokenizers")
 from sklearn.metrics import roc_auc_score  # noqa: E402
 
 from pyro_dps.context import Problem  # noqa: E402
-from pyro_dps.driver import SamplerConfig, fit  # noqa: E402
+from pyro_dps import SamplerConfig, fit  # noqa: E402
 from pyro_dps.errors import ConfigError, DataError  # noqa: E402
 from pyro_dps.losses import sequence_nll  # noqa: E402
 from pyro_dps.models import bads  # noqa: E402

@@ -10,14 +10,13 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from pyro_dps.models import bads, class_balanced
 from torch import nn
 
+from pyro_dps import SamplerConfig, fit
 from pyro_dps.context import Problem
-from pyro_dps.driver import SamplerConfig, fit
 from pyro_dps.kernels import psgld
-from pyro_dps.kernels.base import weight_sum
-from pyro_dps.models import bads, class_balanced
-from pyro_dps.potential import FusedPotential, TracePotential, make_potential
+from pyro_dps.potential import FusedPotential, TracePotential, make_potential, weight_sum
 
 
 def _imbalanced(seed: int = 0) -> Problem:
@@ -48,9 +47,8 @@ def test_per_class_gradient_equals_hand_written_formula(path):
     sums = torch.zeros(2, dtype=torch.float64).index_add_(0, problem.y_train, w_all)
     rest = sums - torch.zeros(2, dtype=torch.float64).index_add_(0, problem.y_train[idx], w_all[idx])
     if path == "compiled-objective":
-        rows = torch.cat([idx, torch.arange(12) + problem.n_train])
         (_, got), _ = torch.func.grad(potential.batch_log_joint, argnums=(0, 1), has_aux=True)(
-            theta, u_all[idx], problem.x_all[rows], problem.y_all[rows], rest, 0.3)
+            theta, u_all[idx], *problem.batch(idx, torch.arange(12)), rest, 0.3)
     else:
         got = potential.grads(theta, u_all[idx], idx, torch.arange(12), rest, temperature=0.3).local
 

@@ -146,7 +146,7 @@ def test_set_overrides_reach_the_run_and_baselines_use_the_sampler_batch(tmp_pat
         return mixing(net, data, **kwargs)
 
     monkeypatch.setitem(scenario.BASELINES, "mixing", recording)
-    import pyro_dps.driver as driver
+    import pyro_dps.driver.chain_runner as driver
 
     labels = []
 

@@ -17,13 +17,13 @@ import torch
 from sklearn.datasets import load_digits
 
 from pyro_dps.context import Problem
-from pyro_dps.driver import SamplerConfig, fit
+from pyro_dps import SamplerConfig, fit
 from pyro_dps.errors import ConfigError
 from pyro_dps.kernels import ALGORITHMS, MinibatchSampler
 from pyro_dps.models import bads, class_balanced, latent_beta
 from pyro_dps.networks import mlp
 from pyro_dps.potential import make_potential
-from pyro_dps.schedules import Cyclical, Polynomial
+from pyro_dps.kernels.schedules import Cyclical, Polynomial
 
 pytestmark = pytest.mark.skipif(not any(shutil.which(c) for c in ("g++", "c++", "clang++")),
                                 reason="torch.compile (inductor) needs a C++ compiler on CPU")

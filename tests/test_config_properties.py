@@ -7,7 +7,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from pyro_dps.config import DEMO, validate_config
-from pyro_dps.driver import SamplerConfig
+from pyro_dps import SamplerConfig
 from pyro_dps.errors import ConfigError
 
 values = st.one_of(st.integers(-5, 10_000), st.floats(-10, 10, allow_nan=False), st.text(max_size=8),

@@ -19,8 +19,8 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from pyro_dps.context import Problem
-from pyro_dps.distributed import Communicator, ShardLayout, ShardedSampler
-from pyro_dps.driver import SamplerConfig, fit
+from pyro_dps.driver.distributed import Communicator, ShardLayout, ShardedSampler
+from pyro_dps import SamplerConfig, fit
 from pyro_dps.errors import ConfigError
 from pyro_dps.models.bads import model
 from pyro_dps.networks import mlp
@@ -73,7 +73,7 @@ class _Crash(RuntimeError):
 
 def _resume_worker(rank: int, world: int, init_file: str, out: str, ckpt: str, crash_at: int, resume: bool) -> None:
     """One rank of a 2-process run with checkpoints every 20 steps; `crash_at` > 0 kills both ranks at that step."""
-    import pyro_dps.chain as chain_control
+    import pyro_dps.kernels.chain as chain_control
 
     torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)

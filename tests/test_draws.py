@@ -8,7 +8,7 @@ from torch import nn
 
 from pyro_dps.context import Problem
 from pyro_dps.draws import DrawStore
-from pyro_dps.driver import SamplerConfig, fit
+from pyro_dps import SamplerConfig, fit
 from pyro_dps.errors import ConfigError
 from pyro_dps.models import bads
 
@@ -87,7 +87,7 @@ def test_streamed_file_is_the_memory_file_completed_in_place(tmp_path):
 def test_resumed_streamed_run_appends_to_its_spill_file(tmp_path, monkeypatch):
     """A streamed run stopped in its second chain and resumed keeps the weights already in the spill file and
     appends the rest: its draws.nc is identical to an uninterrupted streamed run's."""
-    import pyro_dps.chain as chain_control
+    import pyro_dps.kernels.chain as chain_control
 
     cfg = dict(CFG, memory_budget_mb=0.001, checkpoint_every=10, check_every=10)
     full = fit(bads.model, _problem(), {"beta": 0.6}, SamplerConfig(**cfg), spill_path=str(tmp_path / "full.nc"))

@@ -167,7 +167,7 @@ def test_probe_reads_factor_constants_where_a_prior_draw_gives_zero_losses():
     # there and sent such models to the trace path and Langevin weights). At the module's own (zero)
     # parameters every loss is 1, so the fused path and exact draws must be chosen.
     from pyro_dps.context import Problem
-    from pyro_dps.kernels.base import resolve_weight_update
+    from pyro_dps.kernels.blocked import resolve_weight_update
     from pyro_dps.kernels.sgld import SGLDRule
     from pyro_dps.model_loader import load_model
     from pyro_dps.potential import make_potential

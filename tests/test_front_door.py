@@ -34,9 +34,8 @@ def test_importing_the_package_does_not_import_torch():
 def test_a_run_through_the_front_door_finds_the_corrupted_labels():
     """The README's Python example, shortened: the weights rank clean above corrupted (AUROC well above
     chance on 50% symmetric noise; the full demo gives 0.99) and the checks return a status."""
-    from pyro_dps import Problem, SamplerConfig, WeightSelection, check_convergence, fit, load_model, to_arviz
-    from pyro_dps.data import digits_splits
-    from pyro_dps.networks import mlp
+    from pyro_dps import (Problem, SamplerConfig, WeightSelection, check_convergence, digits_splits, fit, load_model,
+                          mlp, to_arviz)
 
     data = digits_splits(seed=0, noise="symmetric", noise_rate=0.5)
     torch.manual_seed(0)

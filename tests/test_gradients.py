@@ -4,10 +4,10 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+from pyro_dps.models import bads
 from torch import nn
 
 from pyro_dps.context import Problem
-from pyro_dps.models import bads
 from pyro_dps.potential import FusedPotential, TracePotential, make_potential
 
 
@@ -65,9 +65,8 @@ def test_kernel_gradient_equals_hand_written_formula(path, base, temperature):
     idx, jdx = torch.tensor([3, 17, 42, 8, 59, 0]), torch.tensor([1, 5, 11])
     rest = torch.sigmoid(u_all).double().sum() - torch.sigmoid(u_all[idx]).double().sum()
     if path == "compiled-objective":
-        rows = torch.cat([idx, jdx + problem.n_train])
         (got_theta, got_u), _ = torch.func.grad(potential.batch_log_joint, argnums=(0, 1), has_aux=True)(
-            theta, u_all[idx], problem.x_all[rows], problem.y_all[rows], rest, temperature)
+            theta, u_all[idx], *problem.batch(idx, jdx), rest, temperature)
     else:
         got = potential.grads(theta, u_all[idx], idx, jdx, rest, temperature)
         got_theta, got_u = got.theta, got.local

@@ -17,12 +17,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from tiny_configs import TINY
 
 from pyro_dps.cli import main
 from pyro_dps.rundir import run_lock
 from pyro_dps.safefile import load_tree, save_tree
-
-from tiny_configs import TINY
 
 NPZ = TINY.replace('source = "digits"', 'source = "npz"\npath = "data.npz"').replace("test_per_class = 5\n", "")
 MODEL = "from pyro_dps.models import bads\n\n\ndef model(ctx, **hyper):\n    bads.model(ctx, **hyper)\n"
@@ -66,17 +65,17 @@ def snapshot(root: Path) -> dict[str, str]:
 @pytest.fixture(scope="module", autouse=True)
 def fast_report():
     """The runs here are about refusals, not diagnostics: R-hat/ESS of 100 weights keep each run short."""
-    import pyro_dps.report as report
+    import pyro_dps.report.convergence as convergence
 
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(report, "MAX_DIAG_EXAMPLES", 100)
+        mp.setattr(convergence, "MAX_DIAG_EXAMPLES", 100)
         yield
 
 
 @pytest.fixture(scope="module")
 def npz_base(tmp_path_factory):
     """data.npz, model.py, c.toml (relative paths) and out.checkpoint.safetensors of an interrupted run."""
-    import pyro_dps.chain as chain_control
+    import pyro_dps.kernels.chain as chain_control
 
     base = tmp_path_factory.mktemp("npz_base")
     write_npz(base / "data.npz")

@@ -79,5 +79,61 @@ def test_the_cycle_finder_finds_a_cycle_through_a_function_level_import():
 
 def test_the_package_has_no_import_cycle():
     graph = import_graph()
-    assert "pyro_dps.driver" in graph and "pyro_dps.draws" in graph["pyro_dps.driver"]  # the graph is read
+    assert "pyro_dps.draws" in graph["pyro_dps.driver.run_context"]  # the graph is read
     assert cycles(graph) == []
+
+
+# The stages of the flow data -> model -> potential -> kernels -> driver -> draws/diagnostics -> selection ->
+# report -> application, lowest first. A module imports only modules of its own stage or a lower one (an
+# "upward" import would let a lower stage depend on what is built on it). Every module must be placed: the
+# longest matching prefix names its stage (a prefix also covers `<prefix>.*` and `<prefix>_*`; the package
+# itself covers only its `__init__`), and a module nothing matches fails the test.
+STAGES = {
+    "base": ("pyro_dps", "pyro_dps.errors", "pyro_dps.quiet", "pyro_dps.losses", "pyro_dps.metrics",
+             "pyro_dps.networks", "pyro_dps.outputs", "pyro_dps.safefile", "pyro_dps.fingerprint",
+             "pyro_dps.model_loader", "pyro_dps.rundir"),
+    "data": ("pyro_dps.data", "pyro_dps.text", "pyro_dps.training", "pyro_dps.baselines"),
+    "model": ("pyro_dps.context",),
+    "potential": ("pyro_dps.potential", "pyro_dps.useful_fraction"),
+    "kernels": ("pyro_dps.kernels", "pyro_dps.bounds"),
+    "driver": ("pyro_dps.driver", "pyro_dps.draws"),
+    "diagnostics": ("pyro_dps.arviz_data", "pyro_dps.diagnostics", "pyro_dps.diagnostic_plots"),
+    "selection": ("pyro_dps.selection", "pyro_dps.probes", "pyro_dps.suggested"),
+    "report": ("pyro_dps.report", "pyro_dps.posterior"),
+    "application": ("pyro_dps.config", "pyro_dps.spec", "pyro_dps.scoring", "pyro_dps.scenario", "pyro_dps.cli",
+                    "pyro_dps.__main__"),
+}
+RANK = {stage: i for i, stage in enumerate(STAGES)}
+
+
+def stage_of(module: str) -> str | None:
+    """The stage of the longest prefix in STAGES that `module` is or starts with (None if no prefix does)."""
+    best = None
+    for stage, prefixes in STAGES.items():
+        for prefix in prefixes:
+            nested = prefix != "pyro_dps" and module.startswith((prefix + ".", prefix + "_"))
+            if (module == prefix or nested) and (best is None or len(prefix) > len(best[1])):
+                best = (stage, prefix)
+    return best[0] if best else None
+
+
+def upward_imports(graph: dict[str, set[str]]) -> list[str]:
+    """'a (stage) -> b (stage)' for every import of a module from a later stage."""
+    out = []
+    for module, targets in sorted(graph.items()):
+        for target in sorted(targets):
+            if RANK[stage_of(target)] > RANK[stage_of(module)]:
+                out.append(f"{module} ({stage_of(module)}) -> {target} ({stage_of(target)})")
+    return out
+
+
+def test_the_upward_import_finder_finds_one():
+    graph = {"pyro_dps.kernels.psgld": {"pyro_dps.driver.fit", "pyro_dps.errors"}, "pyro_dps.driver.fit": set(),
+             "pyro_dps.errors": set()}
+    assert upward_imports(graph) == ["pyro_dps.kernels.psgld (kernels) -> pyro_dps.driver.fit (driver)"]
+
+
+def test_every_module_has_a_stage_and_none_imports_a_later_stage():
+    graph = import_graph()
+    assert [m for m in sorted(graph) if stage_of(m) is None] == []
+    assert upward_imports(graph) == []

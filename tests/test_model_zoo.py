@@ -20,7 +20,7 @@ import torch
 
 from pyro_dps.context import Problem
 from pyro_dps.data.builders import digits_splits
-from pyro_dps.driver import SamplerConfig, fit
+from pyro_dps import SamplerConfig, fit
 from pyro_dps.metrics import noise_auroc
 from pyro_dps.model_loader import load_model
 from pyro_dps.networks import mlp

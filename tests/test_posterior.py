@@ -27,7 +27,7 @@ from pyro_dps.context import ModelContext, Problem
 from pyro_dps.kernels import PSGLD, SGHMC, SGLD, MinibatchSampler, PaperSampler, paper, psgld, sghmc, sgld
 from pyro_dps.models import bads
 from pyro_dps.potential import TracePotential
-from pyro_dps.schedules import Polynomial
+from pyro_dps.kernels.schedules import Polynomial
 
 from conjugate import make_regression, mcse
 

@@ -245,11 +245,11 @@ TINY_PROBES = {"name": "tiny-probes", "data": {"test_per_class": 160, "meta_per_
 
 
 def test_run_reports_the_probes(tmp_path, monkeypatch):
-    import pyro_dps.report as report
+    import pyro_dps.report.convergence as convergence
     from pyro_dps.arviz_data import load_draws_file
     from pyro_dps.scenario import run_scenario
 
-    monkeypatch.setattr(report, "MAX_DIAG_EXAMPLES", 50)  # R-hat/ESS of 50 weights keep the run short
+    monkeypatch.setattr(convergence, "MAX_DIAG_EXAMPLES", 50)  # R-hat/ESS of 50 weights keep the run short
     out = tmp_path / "run"
     doc = run_scenario(validate_config(TINY_PROBES), out, progress=False, echo=lambda *a: None)
     saved = json.loads((out / "metrics.json").read_text())

@@ -32,7 +32,7 @@ from pyro.infer.mcmc.api import _MultiSampler
 from pyro_dps.arviz_data import ARVIZ_1, from_mcmc, posterior_group, sample_stats_group
 from pyro_dps.context import Problem
 from pyro_dps.diagnostics import compute_stats
-from pyro_dps.driver import SamplerConfig, fit
+from pyro_dps import SamplerConfig, fit
 from pyro_dps.errors import ConfigError
 from pyro_dps.kernels import PSGLD
 from pyro_dps.models import bads

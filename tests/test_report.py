@@ -9,13 +9,12 @@ import shutil
 
 import numpy as np
 import pytest
+from browser import browser_errors, chromium, save_screenshot
 
 from pyro_dps.cli import main
 from pyro_dps.errors import DPSError
 from pyro_dps.report import SECTIONS, ReportError, build_report, write_report, write_run_report
-from pyro_dps.report_html import png_bytes
-
-from browser import browser_errors, chromium, save_screenshot
+from pyro_dps.report.html import png_bytes
 
 
 def test_run_scenario_writes_the_report(run_dir):
@@ -75,11 +74,11 @@ def test_cli_report(run_dir, tmp_path, capsys):
 
 
 def test_default_output_path(run_dir, tmp_path, monkeypatch):
-    import pyro_dps.report as report
-
     import pandas as pd
 
-    monkeypatch.setattr(report, "_build", lambda run_dir, *a: ("<html></html>", pd.DataFrame({"x": [1]})))
+    import pyro_dps.report.write as report_write
+
+    monkeypatch.setattr(report_write, "build_run", lambda run_dir, *a: ("<html></html>", pd.DataFrame({"x": [1]})))
     copy = tmp_path / "copy"
     copy.mkdir()
     assert write_report(copy) == copy / "report.html"
@@ -114,12 +113,12 @@ def test_bad_run_directory_exit_code_2_and_no_file(run_dir, tmp_path, capsys, da
 def test_failed_write_keeps_the_old_report(run_dir, tmp_path, monkeypatch):
     out = tmp_path / "report.html"
     out.write_text("old")
-    import pyro_dps.report as report
+    import pyro_dps.report.write as report_write
 
     def boom(*args, **kwargs):
         raise ReportError("simulated failure")
 
-    monkeypatch.setattr(report, "_build", boom)
+    monkeypatch.setattr(report_write, "build_run", boom)
     with pytest.raises(ReportError):
         write_report(run_dir, out, overwrite=True)
     assert out.read_text() == "old" and [p.name for p in tmp_path.iterdir()] == ["report.html"]
@@ -129,7 +128,7 @@ def test_failed_write_keeps_the_old_report(run_dir, tmp_path, monkeypatch):
 
 
 def test_png_encoder_round_trip():
-    matplotlib = pytest.importorskip("matplotlib")
+    pytest.importorskip("matplotlib")
     import io
 
     import matplotlib.image as mpimg
@@ -197,7 +196,7 @@ def test_flagged_rows_have_suggested_labels(run_dir):
 
 
 def test_ground_truth_columns_only_with_ground_truth(run_dir, tmp_path, monkeypatch):
-    import pyro_dps.report as report
+    import pyro_dps.report.build as report_build
 
     text = (run_dir / "report.html").read_text()
     assert "<th>true label</th>" in text and "<th>clean (ground truth)</th>" in text  # benchmark data
@@ -206,8 +205,8 @@ def test_ground_truth_columns_only_with_ground_truth(run_dir, tmp_path, monkeypa
     with np.load(copy / "examples.npz") as npz:
         arrays = {k: npz[k] for k in npz.files if k != "true_label"}
     np.savez_compressed(copy / "examples.npz", **arrays)
-    groups = report.example_groups
-    monkeypatch.setattr(report, "example_groups", lambda data: {k: v for k, v in groups(data).items() if k != "clean"})
+    groups = report_build.example_groups
+    monkeypatch.setattr(report_build, "example_groups", lambda data: {k: v for k, v in groups(data).items() if k != "clean"})
     text = build_report(copy)
     assert "true label" not in text and "clean (ground truth)" not in text and "Ground truth" not in text
     rows = _rows(_section(text, "flagged"))
@@ -248,8 +247,9 @@ def test_weights_csv_has_every_examples_suggested_label(run_dir):
     import pandas as pd
 
     from pyro_dps.arviz_data import load_run
-    from pyro_dps.report import _stored_examples
-    from pyro_dps.report_sections import _predictive
+    from pyro_dps.report.examples import _stored_examples
+    from pyro_dps.report.stored_suggestions import _predictive
+    from pyro_dps.scoring import predictive_probs
 
     weights = pd.read_csv(run_dir / "weights.csv")
     assert list(weights.columns[-2:]) == ["suggested_label", "p_suggested"] and len(weights) == 197
@@ -257,7 +257,7 @@ def test_weights_csv_has_every_examples_suggested_label(run_dir):
     assert weights["p_suggested"].between(0.1, 1).all()  # the largest of 10 probabilities is at least 0.1
     ids = np.asarray(load_run(run_dir)[0]["example"].values)
     info = _stored_examples(run_dir, ids)
-    probs, snapshots = _predictive(run_dir, info, None)
+    probs, snapshots = _predictive(run_dir, info, None, predictive_probs)
     assert snapshots == 8 and probs.shape == (len(info.inputs), 10)
     stored = weights.set_index("index").loc[ids[sorted(info.inputs)]]
     np.testing.assert_array_equal(probs.argmax(1), stored["suggested_label"].to_numpy())
@@ -305,7 +305,7 @@ def test_confusion_table_weights_every_example_by_its_posterior_drop(run_dir):
 
 
 def test_confusion_counts_fold_rare_classes():
-    from pyro_dps.report_sections import confusion_counts
+    from pyro_dps.report.confusion import confusion_counts
 
     given, suggested = np.array([0, 0, 1, 2, 3, 3]), np.array([0, 1, 1, 3, 3, 2])
     weight = np.array([0.1, 0.1, 0.1, 1, 1, 1])
@@ -329,10 +329,17 @@ def _older_run(run_dir, tmp_path, weights_csv=None):
 
 def test_older_run_directory_falls_back_to_the_stored_inputs(run_dir, tmp_path):
     """Without weights.csv's columns the listed flagged examples still get a suggested label, recomputed from
-    posterior.safetensors on examples.npz's inputs, and the confusion table says it covers those only."""
+    posterior.safetensors on examples.npz's inputs (by `pyro-dps report`, or a caller giving the recompute:
+    the report alone never loads a network), and the confusion table says it covers those only."""
     import pandas as pd
 
-    text = build_report(_older_run(run_dir, tmp_path))
+    from pyro_dps.scoring import predictive_probs
+
+    older = _older_run(run_dir, tmp_path)
+    assert "`pyro-dps report` recomputes them" in _section(build_report(older), "flagged")
+    assert main(["report", str(older), "--out", str(tmp_path / "cli.html")]) == 0
+    assert "recomputed for the listed examples only" in _section((tmp_path / "cli.html").read_text(), "flagged")
+    text = build_report(older, recompute=predictive_probs)
     flagged = _section(text, "flagged")
     assert "recomputed for the listed examples only" in flagged
     rows = _rows(flagged)
@@ -349,7 +356,9 @@ def test_unusable_suggested_labels_are_named_and_ignored(run_dir, tmp_path):
         table["p_suggested"] = 1.5
         return table
 
-    text = build_report(_older_run(run_dir, tmp_path, corrupt))
+    from pyro_dps.scoring import predictive_probs
+
+    text = build_report(_older_run(run_dir, tmp_path, corrupt), recompute=predictive_probs)
     flagged = _section(text, "flagged")
     assert "The suggested labels in weights.csv cannot be used" in flagged and "p_suggested" in flagged
     assert "recomputed for the listed examples only" in flagged  # and the page is still built

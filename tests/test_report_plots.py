@@ -5,12 +5,11 @@ import warnings
 
 import numpy as np
 import pytest
-
-import pyro_dps.report_plots as report_plots
-from pyro_dps.arviz_data import ARVIZ_1, ARVIZ_VERSION, to_arviz
-from pyro_dps.report_plots import MAX_PLOTTED_WEIGHTS, diagnostic_figures, diagnostic_panel, plotting_line
-
 from test_arviz_data import draws_dataset
+
+import pyro_dps.report.plots as report_plots
+from pyro_dps.arviz_data import ARVIZ_1, ARVIZ_VERSION, to_arviz
+from pyro_dps.report.plots import MAX_PLOTTED_WEIGHTS, diagnostic_figures, diagnostic_panel, plotting_line
 
 EXPECTED = ("arviz_plots", ("plot_trace_dist", "plot_rank", "plot_ess_evolution")) if ARVIZ_1 else \
     ("arviz", ("plot_trace", "plot_rank", "plot_ess"))
@@ -112,7 +111,7 @@ def test_the_certainty_scatter_plots_each_examples_probability_against_its_inter
     CERTAINTY_POINTS examples an evenly spaced subset in P order (the page stays bounded)."""
     import numpy as np
 
-    from pyro_dps import report_plots
+    from pyro_dps.report import plots as report_plots
     from pyro_dps.selection import credible_interval, prob_above
 
     rng = np.random.default_rng(0)

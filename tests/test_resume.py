@@ -13,7 +13,7 @@ from torch import nn
 
 from pyro_dps.arviz_data import load_draws_file
 from pyro_dps.context import Problem
-from pyro_dps.driver import SamplerConfig, fit
+from pyro_dps import SamplerConfig, fit
 from pyro_dps.errors import DivergenceError, DPSError
 from pyro_dps.models import bads
 from pyro_dps.safefile import load_tree

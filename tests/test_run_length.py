@@ -1,12 +1,12 @@
-"""The "auto" run settings (pyro_dps/run_length.py): warm-up and thinning in epochs, and the cyclical step size
+"""The "auto" run settings (pyro_dps/driver/run_length.py): warm-up and thinning in epochs, and the cyclical step size
 whose every cycle ends at the step that produces a kept draw."""
 import numpy as np
 import pytest
 
-from pyro_dps.driver import SamplerConfig
+from pyro_dps import SamplerConfig
+from pyro_dps.driver.run_length import CYCLE_PEAK, MIN_CYCLE_STEPS, MIN_WARMUP_STEPS, resolve_length
 from pyro_dps.errors import ConfigError
-from pyro_dps.run_length import CYCLE_PEAK, MIN_CYCLE_STEPS, MIN_WARMUP_STEPS, resolve_length
-from pyro_dps.schedules import Cyclical, make_schedule
+from pyro_dps.kernels.schedules import Cyclical, make_schedule
 
 
 def _draw_steps(config, n):

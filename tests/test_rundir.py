@@ -12,17 +12,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from pyro_dps.models import bads
+from test_hostile import TINY, evil_pickle, fast_report  # noqa: F401 - fast_report is autouse here too
 from torch import nn
 
+from pyro_dps import SamplerConfig, fit
 from pyro_dps.cli import main
 from pyro_dps.context import Problem
-from pyro_dps.driver import SamplerConfig, fit
 from pyro_dps.errors import ConfigError, DPSError
-from pyro_dps.models import bads
 from pyro_dps.rundir import MANIFEST, read_manifest, run_lock
 from pyro_dps.safefile import load_tree, save_tree
-
-from test_hostile import TINY, evil_pickle, fast_report  # noqa: F401 - fast_report is autouse here too
 
 
 def _run(cfg: Path, out: Path, *extra: str) -> int:
@@ -126,7 +125,7 @@ def _config(**kw):
 
 
 def test_api_resume_is_bit_identical_and_checks_identity(tmp_path, monkeypatch):
-    import pyro_dps.chain as chain_control
+    import pyro_dps.kernels.chain as chain_control
 
     full = fit(bads.model, _problem(), {"beta": 0.5}, _config()).dataset()
     ckpt = tmp_path / "c.safetensors"
@@ -229,15 +228,16 @@ def test_report_is_bounded_at_large_n(tmp_path, monkeypatch):
     it); beyond MAX_DIAG_EXAMPLES the per-weight diagnostics are computed on a sample, and the page says so."""
     import sys
 
-    import pyro_dps.report as report
+    import pyro_dps.report.convergence as convergence
+    from pyro_dps.report.write import write_report
 
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
     from report_scale import synthetic_run
 
-    monkeypatch.setattr(report, "MAX_DIAG_EXAMPLES", 200)
+    monkeypatch.setattr(convergence, "MAX_DIAG_EXAMPLES", 200)
     sizes = {}
     for n in (2_000, 20_000):
-        html = report.write_report(synthetic_run(tmp_path / str(n), n, chains=2, draws=10))
+        html = write_report(synthetic_run(tmp_path / str(n), n, chains=2, draws=10))
         sizes[n] = html.stat().st_size
         text = html.read_text()
         assert "fixed random sample of 200" in text and "text/csv" not in text

@@ -69,7 +69,7 @@ import torch
 from scipy import stats
 
 from pyro_dps.context import Problem
-from pyro_dps.driver import SamplerConfig, fit
+from pyro_dps import SamplerConfig, fit
 from pyro_dps.models import bads
 
 pytestmark = pytest.mark.slow

@@ -3,7 +3,7 @@ import math
 import pytest
 
 from pyro_dps.errors import ConfigError
-from pyro_dps.schedules import Constant, Cyclical, Polynomial, make_schedule
+from pyro_dps.kernels.schedules import Constant, Cyclical, Polynomial, make_schedule
 
 
 def test_schedules_follow_their_formulas():

@@ -21,7 +21,7 @@ pytest.importorskip("transformers")
 from pyro_dps.config import validate_config  # noqa: E402
 from pyro_dps.context import Problem  # noqa: E402
 from pyro_dps.data.text import load_reviews, mean_weight_by_domain, review_text, reviews_splits  # noqa: E402
-from pyro_dps.driver import SamplerConfig, fit  # noqa: E402
+from pyro_dps import SamplerConfig, fit  # noqa: E402
 from pyro_dps.errors import ConfigError, DataError  # noqa: E402
 from pyro_dps.metrics import noise_auroc  # noqa: E402
 from pyro_dps.models import bads  # noqa: E402

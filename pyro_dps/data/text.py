@@ -123,32 +123,87 @@ def reviews_splits(
     if features not in FEATURES:
         raise ConfigError(f"features must be one of {list(FEATURES)}, got {features!r}")
     check_int(seed, "seed")
-    noise_rate = _check_noise(noise, noise_rate)
-    if noise == "asymmetric":
-        raise ConfigError("noise must be 'symmetric' or None for two-class reviews (asymmetric is the same "
-                          "as symmetric with two classes), got 'asymmetric'")
+    noise_rate = _check_reviews_noise(noise, noise_rate)
     meta_per_class = check_int(meta_per_class, "meta_per_class", minimum=1)
     test_per_class = check_int(test_per_class, "test_per_class", minimum=1)
     if in_domain_train is not None:
         in_domain_train = check_int(in_domain_train, "in_domain_train", minimum=0)
-    check_fraction(noise_rate, "noise_rate")
     rows = _unique(load_reviews(path))
-    available = sorted({r["domain"] for r in rows})
-    if not isinstance(target_domain, str) or target_domain not in available:
-        raise DataError(f"target_domain must be one of {available}, got {target_domain!r}")
-    if domains is None:
-        domains = available
-    elif isinstance(domains, str) or not all(isinstance(d, str) for d in domains):
-        raise DataError(f"domains must be a list of domain names, got {domains!r}")
-    unknown = sorted(set(domains) - set(available))
-    if unknown:
-        raise DataError(f"domains {unknown} are not in the file (it has {available})")
-    domain_ids = {d: i for i, d in enumerate([*REVIEW_DOMAINS, *sorted(set(available) - set(REVIEW_DOMAINS))])}
-
+    domains = _check_domains(rows, target_domain, domains)
     split_seed, noise_seed = derive_seeds(seed, 2)
     generator = make_generator(split_seed)
     labels = torch.tensor([r["label"] for r in rows], dtype=torch.int64)
     in_target = torch.tensor([r["domain"] == target_domain for r in rows])
+    train_idx, meta_idx, test_idx = _review_indices(rows, labels, in_target, target_domain, domains, meta_per_class,
+                                                    test_per_class, in_domain_train, n_train, generator)
+    order = torch.cat([train_idx, meta_idx, test_idx]).tolist()
+    texts = [review_text(rows[i]) for i in order]
+    x = _review_features(rows, order, texts, features, cache, max_length)
+    y_noisy, unflipped = _corrupt(labels[train_idx], noise, noise_rate, 2, noise_seed, None)
+    name = f"reviews-{target_domain}-{'offdomain' if noise is None else _noise_name(noise, noise_rate)}"
+    return _review_splits(rows, x, texts, labels, in_target, (train_idx, meta_idx, test_idx), y_noisy,
+                          None if noise is None else unflipped, name)
+
+
+def _review_splits(rows, x, texts, labels, in_target, indices, y_noisy, unflipped, name: str) -> DataSplits:
+    """The DataSplits of embedded reviews `x` (rows D_t, D_m, test as `indices`); `clean` marks the unflipped
+    labels with noise (`unflipped`), else the in-domain examples of D_t (None when there are none)."""
+    train_idx, meta_idx, test_idx = indices
+    n_t, n_m = train_idx.shape[0], meta_idx.shape[0]
+    in_domain = in_target[train_idx]
+    if unflipped is None:
+        clean = in_domain.clone() if bool(in_domain.any()) else None
+    else:
+        clean = unflipped
+    names = [*REVIEW_DOMAINS, *sorted({r["domain"] for r in rows} - set(REVIEW_DOMAINS))]
+    domain_ids = {d: i for i, d in enumerate(names)}
+    return DataSplits(
+        x_train=x[:n_t].contiguous(),
+        y_train=y_noisy,
+        x_meta=x[n_t:n_t + n_m].contiguous(),
+        y_meta=labels[meta_idx],
+        x_test=x[n_t + n_m:].contiguous(),
+        y_test=labels[test_idx],
+        num_classes=2,
+        clean=clean,
+        y_train_true=labels[train_idx],
+        groups={"domain": torch.tensor([domain_ids[rows[i]["domain"]] for i in train_idx.tolist()],
+                                       dtype=torch.int64),
+                "in_domain": in_domain.to(torch.int64)},
+        name=name,
+        texts_train=tuple(texts[:n_t]),
+    ).validate()
+
+
+def _check_reviews_noise(noise: str | None, noise_rate: float) -> float:
+    """The noise settings of a reviews split: symmetric or none (two classes), a rate in [0, 1]."""
+    noise_rate = _check_noise(noise, noise_rate)
+    if noise == "asymmetric":
+        raise ConfigError("noise must be 'symmetric' or None for two-class reviews (asymmetric is the same "
+                          "as symmetric with two classes), got 'asymmetric'")
+    check_fraction(noise_rate, "noise_rate")
+    return noise_rate
+
+
+def _check_domains(rows: list[dict[str, Any]], target_domain: str, domains: Sequence[str] | None) -> Sequence[str]:
+    """The target domain and the D_t domains, each one the file has (None: all of them)."""
+    available = sorted({r["domain"] for r in rows})
+    if not isinstance(target_domain, str) or target_domain not in available:
+        raise DataError(f"target_domain must be one of {available}, got {target_domain!r}")
+    if domains is None:
+        return available
+    if isinstance(domains, str) or not all(isinstance(d, str) for d in domains):
+        raise DataError(f"domains must be a list of domain names, got {domains!r}")
+    unknown = sorted(set(domains) - set(available))
+    if unknown:
+        raise DataError(f"domains {unknown} are not in the file (it has {available})")
+    return domains
+
+
+def _review_indices(rows, labels, in_target, target_domain, domains, meta_per_class, test_per_class,
+                    in_domain_train, n_train, generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(D_t, D_m, test) row indices: meta and test balanced per class from the target domain, D_t the rest of
+    it (capped at `in_domain_train`) plus every review of the other `domains`, capped at `n_train`, sorted."""
     target_idx = in_target.nonzero().flatten()
     draws, rest = _balanced_draws(labels[target_idx], 2,
                                   {"meta_per_class": meta_per_class, "test_per_class": test_per_class}, generator)
@@ -165,41 +220,18 @@ def reviews_splits(
         raise DataError("D_t is empty: give in_domain_train > 0 or other domains")
     train_idx = train_idx[torch.randperm(train_idx.shape[0], generator=generator)]
     train_idx = torch.sort(_subsample(train_idx, n_train, "n_train", generator)).values
+    return train_idx, meta_idx, test_idx
 
+
+def _review_features(rows, order: list[int], texts: list[str], features: str, cache, max_length: int) -> torch.Tensor:
+    """The embeddings of the reviews `order` (`texts` are their title-and-body strings): "title+text" is one
+    call, so the cache is read and written once."""
     from pyro_dps.text.encoder import embed_texts  # the text extra is needed only from here on
 
-    order = torch.cat([train_idx, meta_idx, test_idx]).tolist()
-    texts = [review_text(rows[i]) for i in order]
-    if features == "title+text":  # one call: the cache is read and written once
+    if features == "title+text":
         both = embed_texts([review_title(rows[i]) for i in order] + texts, cache=cache, max_length=max_length)
-        x = torch.cat([both[:len(order)], both[len(order):]], dim=1)
-    else:
-        x = embed_texts(texts, cache=cache, max_length=max_length)
-    n_t, n_m = train_idx.shape[0], meta_idx.shape[0]
-    y_true = labels[train_idx]
-    y_noisy, unflipped = _corrupt(y_true, noise, noise_rate, 2, noise_seed, None)
-    in_domain = in_target[train_idx]
-    if noise is None:
-        clean = in_domain.clone() if bool(in_domain.any()) else None
-    else:
-        clean = unflipped
-    name = f"reviews-{target_domain}-{'offdomain' if noise is None else _noise_name(noise, noise_rate)}"
-    return DataSplits(
-        x_train=x[:n_t].contiguous(),
-        y_train=y_noisy,
-        x_meta=x[n_t:n_t + n_m].contiguous(),
-        y_meta=labels[meta_idx],
-        x_test=x[n_t + n_m:].contiguous(),
-        y_test=labels[test_idx],
-        num_classes=2,
-        clean=clean,
-        y_train_true=y_true,
-        groups={"domain": torch.tensor([domain_ids[rows[i]["domain"]] for i in train_idx.tolist()],
-                                       dtype=torch.int64),
-                "in_domain": in_domain.to(torch.int64)},
-        name=name,
-        texts_train=tuple(texts[:n_t]),
-    ).validate()
+        return torch.cat([both[:len(order)], both[len(order):]], dim=1)
+    return embed_texts(texts, cache=cache, max_length=max_length)
 
 
 def _unique(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -1,16 +1,21 @@
 """The step every kernel shares: blocked SG-MCMC on (theta, w), dispatching the batch's weights to exact
-conditional draws (`exact_step`) or to Langevin steps on their logits (`base.langevin_table`)."""
+conditional draws (`exact_step`) or to Langevin steps on their logits (`langevin_table`)."""
 from __future__ import annotations
 
 import torch
 
-from ..errors import ConfigError
-from ..potential import TracePotential
-from .base import SamplingAlgorithm, UpdateRule, check_temperature, langevin_table, resolve_weight_update
+from ..bounds import MAX_TEMPERATURE, check_choice, check_flag, check_real
+from ..potential import SiteLayout
+from .conditional import conditional_weights, exact_weights_reason
 from .exact_step import exact_gibbs_langevin
+from .langevin_table import langevin_table
+from .rule import UpdateRule
+from .state import SamplingAlgorithm
+
+WEIGHT_UPDATES = ("auto", "exact", "langevin")
 
 
-def blocked_langevin(potential: TracePotential, rule: UpdateRule, step_size, temperature: float = 1.0,
+def blocked_langevin(potential: SiteLayout, rule: UpdateRule, step_size, temperature: float = 1.0,
                      local_step_size=None, local_rule: UpdateRule | None = None,
                      generator: torch.Generator | None = None, guard: bool = True, comm=None,
                      noise_rows: tuple[int, int] | None = None, compile: bool = False,
@@ -30,12 +35,27 @@ def blocked_langevin(potential: TracePotential, rule: UpdateRule, step_size, tem
     table's noise (`noise_source`). With `compile`, the whole step runs as one `torch.compile`d function
     (`kernels/compiled.py`; fused potential only) and follows the same random stream as the eager step.
     """
-    temperature = check_temperature(temperature)
-    if not isinstance(compile, bool):
-        raise ConfigError(f"compile must be true or false, got {compile!r}")
+    temperature = check_real(temperature, "temperature", 0.0, MAX_TEMPERATURE)
+    check_flag(compile, "compile")
     local_rule = local_rule or rule
     if resolve_weight_update(weight_update, potential, temperature, local_rule):
         return exact_gibbs_langevin(potential, rule, step_size, temperature, generator, guard, comm, noise_rows,
                                     compile, candidates)
     return langevin_table(potential, rule, local_rule, step_size, local_step_size, temperature, generator, guard,
                           comm, noise_rows, compile)
+
+
+def resolve_weight_update(weight_update: str, potential: SiteLayout, temperature: float,
+                          rule: UpdateRule) -> bool:
+    """True for exact conditional draws of the table weights, False for Langevin steps on their logits.
+
+    "auto": exact wherever the model's structure allows it (`kernels/conditional.py`), and never for the
+    paper's noisy optimiser (its weight update is part of what it reproduces).
+    """
+    check_choice(weight_update, "weight_update", WEIGHT_UPDATES)
+    if potential.local_site is None or weight_update == "langevin":
+        return False
+    if weight_update == "auto":
+        return getattr(rule, "compilable", True) and not exact_weights_reason(potential, temperature)
+    conditional_weights(potential, temperature)  # raises, naming what is missing
+    return True

@@ -61,9 +61,9 @@ def _step(potential, rule, local_rule, guard: bool, temperature: float, theta: t
     u = table[train_idx]
     rows_aux = {k: v[train_idx] for k, v in table_aux.items()}
     rest = w_sum - weight_sum(potential, torch.sigmoid(u), train_idx)
-    rows = torch.cat([train_idx, meta_idx + p.n_train])
+    x, y = p.batch(train_idx, meta_idx)
     grad_fn = torch.func.grad(potential.batch_log_joint, argnums=(0, 1), has_aux=True)
-    (g_theta, g_u), stats = grad_fn(theta, u, p.x_all[rows], p.y_all[rows], rest, temperature)
+    (g_theta, g_u), stats = grad_fn(theta, u, x, y, rest, temperature)
     noise_theta, noise_rows = (lambda x: noise_t), (lambda x: noise_u)
     if guard:
         ok = torch.isfinite(g_theta.sum() + g_u.sum())
@@ -88,10 +88,10 @@ def _exact_step(potential, weights, rule, guard: bool, temperature: float, theta
     batch's weights drawn exactly in between its forward and backward pass; mutates theta, its rule state
     and the counters; returns (new weights, stats)."""
     p = potential.problem
-    rows = torch.cat([train_idx, meta_idx + p.n_train])
+    x, y = p.batch(train_idx, meta_idx)
     draw = lambda losses: weights.draw(losses, w_old, rest, labels, temperature, uniforms)  # noqa: E731
     grad_fn = torch.func.grad(potential.theta_log_joint, argnums=0, has_aux=True)
-    g_theta, (w_new, stats) = grad_fn(theta, p.x_all[rows], p.y_all[rows], train_idx.shape[0], draw)
+    g_theta, (w_new, stats) = grad_fn(theta, x, y, train_idx.shape[0], draw)
     noise = lambda x: noise_t  # noqa: E731
     if not guard:
         rule.apply(theta, g_theta, theta_aux, eps_t, temperature, noise)

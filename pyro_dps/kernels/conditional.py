@@ -24,8 +24,8 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import ConfigError
-from .isir import isir_scan
 from . import truncnorm
+from .isir import isir_scan
 
 
 @dataclass

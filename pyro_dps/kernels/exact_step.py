@@ -15,10 +15,12 @@ import torch
 
 from ..errors import ConfigError
 from ..potential import weight_sum
-from ..schedules import make_schedule
-from .base import Batch, SamplingAlgorithm, SGMCMCState, initial_state, move_theta, noise_source, reduce_gradient
 from .compiled import check_compilable, compiled_exact_step, count_rejection
 from .conditional import conditional_weights
+from .noise import noise_source
+from .schedules import make_schedule
+from .state import Batch, SamplingAlgorithm, SGMCMCState, initial_state
+from .theta_move import move_theta, reduce_gradient
 
 
 def exact_gibbs_langevin(potential, rule, step_size, temperature: float, generator=None, guard: bool = True,
@@ -37,13 +39,7 @@ def exact_gibbs_langevin(potential, rule, step_size, temperature: float, generat
         fused_step = compiled_exact_step()
 
     def init(theta: torch.Tensor, weights: torch.Tensor) -> SGMCMCState:
-        theta = theta.detach().clone()
-        table = weights.detach().float().clamp(0.0, 1.0)
-        if compile and table.device != theta.device:
-            raise ConfigError("compile = true needs the weight table on the network's device (table_device unset)")
-        table = table.pin_memory() if weights.is_pinned() else table.clone()
-        w_sum = weight_sum(potential, table).to(theta.device)
-        return initial_state(theta, table, {}, w_sum, rule)
+        return _init_state(potential, rule, compile, theta, weights)
 
     def uniforms(rows: int) -> torch.Tensor:
         """The whole global batch's uniforms (every rank draws them all from the shared chain generator)."""
@@ -82,3 +78,15 @@ def exact_gibbs_langevin(potential, rule, step_size, temperature: float, generat
         return state
 
     return SamplingAlgorithm(init, step, lambda table: table, "exact", lambda state: rule.end_warmup(state.theta_aux))
+
+
+def _init_state(potential, rule, compile: bool, theta: torch.Tensor, weights: torch.Tensor) -> SGMCMCState:
+    """A chain's first state: the table holds the starting weights themselves, in [0, 1] (a pinned starting
+    table stays pinned)."""
+    theta = theta.detach().clone()
+    table = weights.detach().float().clamp(0.0, 1.0)
+    if compile and table.device != theta.device:
+        raise ConfigError("compile = true needs the weight table on the network's device (table_device unset)")
+    table = table.pin_memory() if weights.is_pinned() else table.clone()
+    w_sum = weight_sum(potential, table).to(theta.device)
+    return initial_state(theta, table, {}, w_sum, rule)

@@ -5,13 +5,11 @@ theta moves with the named torch optimiser; the batch's weight rows with plain g
 """
 from __future__ import annotations
 
-import torch
-
 from ..errors import ConfigError
-from .base import SGMCMCKernel, UpdateRule
+from ..training import OPTIMIZERS
 from .blocked import blocked_langevin
-
-OPTIMIZERS = {"sgd": torch.optim.SGD, "adam": torch.optim.Adam, "rmsprop": torch.optim.RMSprop}
+from .pyro_adapter import SGMCMCKernel
+from .rule import UpdateRule
 
 
 class OptimizerNoiseRule(UpdateRule):

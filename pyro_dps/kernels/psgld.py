@@ -14,12 +14,12 @@ warm-up reached |theta| ~ 1e16 within 70 steps (benchmarks/quality.py --quick, s
 """
 from __future__ import annotations
 
-
 import torch
 
 from ..errors import ConfigError
-from .base import SGMCMCKernel, UpdateRule
 from .blocked import blocked_langevin
+from .pyro_adapter import SGMCMCKernel
+from .rule import UpdateRule
 
 
 class PSGLDRule(UpdateRule):

@@ -6,12 +6,12 @@ alpha is the friction (1 - momentum); the gradient-noise estimate beta_hat is ta
 """
 from __future__ import annotations
 
-
 import torch
 
 from ..errors import ConfigError
-from .base import SGMCMCKernel, UpdateRule
 from .blocked import blocked_langevin
+from .pyro_adapter import SGMCMCKernel
+from .rule import UpdateRule
 
 
 class SGHMCRule(UpdateRule):
@@ -24,18 +24,24 @@ class SGHMCRule(UpdateRule):
         return {"momentum": torch.zeros_like(x)}
 
     def apply(self, x, g, aux, eps, temperature, noise):
-        v = aux["momentum"]
-        v.mul_(1 - self.friction).add_(g * eps)
-        if temperature > 0:
-            v.add_(noise(x) * (2 * self.friction * eps * temperature) ** 0.5)
-        x.add_(v)
+        self._move(x, g, aux["momentum"], eps, temperature, noise, None)
 
     def apply_guarded(self, x, g, aux, eps, temperature, noise, ok):
-        v, keep = aux["momentum"], ok.to(x.dtype)
-        v.mul_(torch.where(ok, 1 - self.friction, 1.0)).add_(torch.where(ok, g, 0.0) * eps)
+        self._move(x, g, aux["momentum"], eps, temperature, noise, ok)
+
+    def _move(self, x, g, v, eps, temperature, noise, ok):
+        """The update, written once; a rejected step (`ok` false) leaves the momentum and x as they were."""
+        if ok is None:
+            v.mul_(1 - self.friction).add_(g * eps)
+        else:
+            v.mul_(torch.where(ok, 1 - self.friction, 1.0)).add_(torch.where(ok, g, 0.0) * eps)
         if temperature > 0:
-            v.add_(noise(x) * keep * (2 * self.friction * eps * temperature) ** 0.5)
-        x.addcmul_(v, keep)
+            xi = noise(x) if ok is None else noise(x) * ok.to(x.dtype)
+            v.add_(xi * (2 * self.friction * eps * temperature) ** 0.5)
+        if ok is None:
+            x.add_(v)
+        else:
+            x.addcmul_(v, ok.to(x.dtype))
 
 
 def sghmc(potential, step_size, temperature: float = 1.0, local_step_size=None, friction: float = 0.1,

@@ -1,11 +1,11 @@
 """Stochastic-gradient Langevin dynamics (Welling & Teh 2011): x += eps/2 * g + sqrt(eps * T) * xi."""
 from __future__ import annotations
 
-
 import torch
 
-from .base import SGMCMCKernel, UpdateRule
 from .blocked import blocked_langevin
+from .pyro_adapter import SGMCMCKernel
+from .rule import UpdateRule
 
 
 class SGLDRule(UpdateRule):
@@ -13,14 +13,20 @@ class SGLDRule(UpdateRule):
         return {}
 
     def apply(self, x, g, aux, eps, temperature, noise):
-        x.add_(g * (eps / 2))
-        if temperature > 0:
-            x.add_(noise(x) * (eps * temperature) ** 0.5)
+        self._move(x, g, eps, temperature, noise, None)
 
     def apply_guarded(self, x, g, aux, eps, temperature, noise, ok):
-        x.add_(torch.where(ok, g, 0.0) * (eps / 2))
+        self._move(x, g, eps, temperature, noise, ok)
+
+    @staticmethod
+    def _move(x, g, eps, temperature, noise, ok):
+        """The update, written once; a rejected step (`ok` false) takes neither gradient nor noise."""
+        if ok is not None:
+            g = torch.where(ok, g, 0.0)
+        x.add_(g * (eps / 2))
         if temperature > 0:
-            x.add_(noise(x) * ok.to(x.dtype) * (eps * temperature) ** 0.5)
+            xi = noise(x) if ok is None else noise(x) * ok.to(x.dtype)
+            x.add_(xi * (eps * temperature) ** 0.5)
 
 
 def sgld(potential, step_size, temperature: float = 1.0, local_step_size=None, generator=None,

@@ -16,9 +16,9 @@ from typing import Any
 
 import torch
 
-from .errors import ConfigError
-from .fingerprint import first_differences
-from .safefile import load_tree, save_tree
+from ..errors import ConfigError
+from ..fingerprint import first_differences
+from ..safefile import load_tree, save_tree
 
 VERSION = 2
 LEGACY_HINT = "delete it and start the run again without --resume (an old checkpoint cannot be continued)"

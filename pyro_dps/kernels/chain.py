@@ -17,8 +17,8 @@ from typing import Any
 
 import torch
 
-from .errors import DivergenceError
-from .potential import TracePotential, summarize_stats
+from ..errors import DivergenceError
+from ..potential import SiteLayout, summarize_stats
 
 CHECK_EVERY = 50  # steps between the guard's host reads of the rejection counters
 MAX_REJECTIONS = 20  # consecutive rejected steps after which a chain stops
@@ -35,7 +35,7 @@ def chain_generator(seed: int, chain: int, device: torch.device | str) -> torch.
     return torch.Generator(device=device).manual_seed(chain_seed(seed, chain))
 
 
-def initial_weights(potential: TracePotential) -> torch.Tensor:
+def initial_weights(potential: SiteLayout) -> torch.Tensor:
     """Every chain's starting weights (length N_t of this process): the sum prior's target spread evenly,
     k_g / n_g in each group g (the mode of the prior's sum), else the model's `beta`, else 1/2."""
     p = potential.problem
@@ -53,7 +53,7 @@ def initial_weights(potential: TracePotential) -> torch.Tensor:
     return (loc / counts.clamp(min=1))[groups].clamp(0.0, 1.0).float()
 
 
-def start_chain(potential: TracePotential, algorithm, generator: torch.Generator,
+def start_chain(potential: SiteLayout, algorithm, generator: torch.Generator,
                 table_device: torch.device | None = None, pin: bool = False):
     """A chain's first state: theta from the network's initialiser on the chain's generator, the weight table
     (on `table_device`, pinned with `pin`) at `initial_weights`; the model's running averages start afresh."""

@@ -1,13 +1,12 @@
-"""The report's HTML building blocks, shared by `report` and `report_sections`: escaping and number
-formatting, tables and figures, PNG encoding (Pillow) and data URIs, and the two records the sections read
-(`_Examples`: what the run stored per example; `_Plan`: the selection the page shows)."""
+"""The report's HTML building blocks: escaping and number formatting, table cells and tables, figures, PNG
+encoding (Pillow) and data URIs, and the bounds that keep a page small whatever N_t (examples per gallery,
+group levels per table, characters per cell or text)."""
 from __future__ import annotations
 
 import base64
 import html
 import io
 import json
-from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -17,7 +16,6 @@ MAX_LEVELS = 50  # group levels shown per grouping in the table (the largest one
 MAX_CELL = 200  # characters of one table cell
 MAX_TEXT = 300  # characters of a text example
 MAX_FLAGGED = 60  # flagged examples listed (the lowest weights), with thumbnails and suggested labels
-THUMB_SIDE = 64  # thumbnails are at most this many pixels a side
 
 
 def png_bytes(image: np.ndarray) -> bytes:
@@ -43,59 +41,6 @@ def _figure_uri(fig) -> str:
     fig.savefig(buf, format="png", dpi=80)
     plt.close(fig)
     return _data_uri(buf.getvalue())
-
-
-def _as_image(x: np.ndarray) -> np.ndarray | None:
-    """One example's features as a displayable uint8 image, or None when they are not an image."""
-    x = np.asarray(x, dtype=np.float64)
-    if x.ndim == 1:
-        side = int(round(np.sqrt(x.size)))
-        if side * side != x.size or side < 4:
-            return None
-        x = x.reshape(side, side)
-    elif x.ndim == 3 and x.shape[0] in (1, 3):
-        x = x[0] if x.shape[0] == 1 else np.moveaxis(x, 0, -1)
-    elif x.ndim == 3 and x.shape[-1] in (1, 3):
-        x = x[..., 0] if x.shape[-1] == 1 else x
-    elif x.ndim != 2:
-        return None
-    lo, hi = float(np.min(x)), float(np.max(x))
-    x = (x - lo) / (hi - lo) if hi > lo else np.zeros_like(x)
-    image = np.round(x * 255).astype(np.uint8)
-    if max(image.shape[:2]) > THUMB_SIDE:  # a thumbnail: the page shows 72 px cards
-        from PIL import Image
-
-        thumb = Image.fromarray(image)
-        thumb.thumbnail((THUMB_SIDE, THUMB_SIDE))
-        image = np.asarray(thumb, dtype=np.uint8)
-    return image
-
-
-@dataclass
-class _Examples:
-    """What the galleries show per example position: thumbnails or texts, and the true label when known."""
-
-    images: dict = field(default_factory=dict)
-    texts: dict = field(default_factory=dict)
-    true_labels: dict = field(default_factory=dict)
-    inputs: dict = field(default_factory=dict)  # position -> the model's input row (for suggested labels)
-    note: str = ""
-
-    def image_uri(self, pos: int) -> str | None:
-        """A thumbnail of training example `pos` (encoded on demand), or None."""
-        img = self.images.get(pos)
-        return None if img is None else _data_uri(png_bytes(img))
-
-
-def gallery_positions(plan: "_Plan") -> np.ndarray:
-    """Positions (into the example axis) of every example a gallery shows, from the selection plan."""
-    return np.unique(np.concatenate([plan.order[:N_SHOW], plan.order[::-1][:N_SHOW], plan.unsure_order[:N_SHOW],
-                                     flagged_order(plan)[:MAX_FLAGGED]]))
-
-
-def flagged_order(plan: "_Plan") -> np.ndarray:
-    """Positions the report's selection (top-beta) drops, lowest posterior mean weight first."""
-    return plan.order[::-1][:len(plan.order) - plan.k]
 
 
 def _esc(value: Any) -> str:
@@ -148,26 +93,6 @@ def _figure(uri: str, alt: str, caption: str = "") -> str:
 
 def _num(x) -> float | None:
     return float(x) if isinstance(x, (int, float)) and not isinstance(x, bool) else None
-
-
-@dataclass
-class _Plan:
-    """The selection the report shows, a pure function of the draws and the run's beta."""
-
-    mean: np.ndarray
-    lo: np.ndarray
-    hi: np.ndarray
-    beta: float
-    beta_note: str
-    k: int
-    keep_top: np.ndarray
-    keep_prob: np.ndarray
-    unsure: np.ndarray
-    order: np.ndarray  # positions by decreasing posterior mean
-    unsure_order: np.ndarray  # uncertain positions, widest interval first
-    cut: float
-    tau: float = 0.5
-    q: float = 0.9
 
 
 def _cell(value: Any) -> str:

@@ -19,10 +19,10 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
-from .arviz_data import ARVIZ_1, ARVIZ_VERSION, get_group, posterior_group, scalar_names, weights_name
-from .errors import DataError
-from .quiet import arviz_plotting
-from .selection import credible_interval, prob_above
+from ..arviz_data import ARVIZ_1, ARVIZ_VERSION, get_group, posterior_group, scalar_names, weights_name
+from ..errors import DataError
+from ..quiet import arviz_plotting
+from ..selection import credible_interval, prob_above
 
 MAX_PLOTTED_WEIGHTS = 4  # weights shown beside the scalars (more would make the figures unreadably tall)
 
@@ -135,7 +135,7 @@ def _hand_drawn(data, examples: list | None, why: str) -> list[DiagnosticFigure]
     """The trace and rank plots of `pyro_dps.diagnostics`, when ArviZ's cannot be drawn (`why`)."""
     from html import escape
 
-    from .diagnostic_plots import plot_rank, plot_trace
+    from ..diagnostic_plots import plot_rank, plot_trace
 
     shown, why = ", ".join(map(str, examples or [])), escape(why)
     return [DiagnosticFigure(plot_trace(data, examples=examples), "trace plots",
@@ -153,7 +153,7 @@ def plot_certainty(draws: np.ndarray, clean: np.ndarray | None = None, tau: floa
     """P(w_i > tau) against the width of each example's `interval` credible interval, one point per example
     (at most CERTAINTY_POINTS), coloured clean / corrupted when known: the decided examples sit at P = 0 or 1
     with narrow intervals; the ones to look at by hand sit in between with wide ones."""
-    from .diagnostic_plots import pyplot
+    from ..diagnostic_plots import pyplot
 
     plt = pyplot()
     p = prob_above(draws, tau)
