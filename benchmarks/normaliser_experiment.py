@@ -1,4 +1,4 @@
-"""A measured experiment: BADS with the normaliser Z(w) that the paper drops (BADS.md, "Three facts", 2).
+"""A measured experiment: BADS with the normaliser Z(w) that the paper drops (docs/method.md, "Three facts", 2).
 
 With p(theta | w, D_t) = p(theta) prod_i p(z_i | theta)^(rho_t w_i) / Z(w), the derivative
 d/dw_i [-log Z(w)] = rho_t E_{theta' ~ p(theta' | w, D_t)}[l(z_i; theta')], so the weights' conditional

@@ -18,6 +18,7 @@ _EXPORTS = {
     "SamplerConfig": ("driver", "SamplerConfig"),
     "Posterior": ("posterior", "Posterior"),
     "fit": ("posterior", "fit"),
+    "LoopSampler": ("driver.loop", "LoopSampler"),
     "load_model": ("model_loader", "load_model"),
     "digits_splits": ("data", "digits_splits"),
     "mlp": ("networks", "mlp"),

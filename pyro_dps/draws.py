@@ -236,3 +236,13 @@ def read_groups(path: str | os.PathLike) -> dict[str, xr.Dataset]:
         with xr.open_dataset(path, group=name) as ds:
             out[name or ""] = ds.load()
     return out
+
+
+def weight_summary(draws: np.ndarray, quantiles: tuple[float, float] = (0.05, 0.95)) -> dict[str, np.ndarray]:
+    """Per-example posterior mean, sd and central interval of weight draws (samples, N): the summary
+    weights.csv and `pyro-dps score` report (sd 0 from a single draw)."""
+    draws = np.asarray(draws)
+    lo, hi = np.quantile(draws, quantiles, axis=0)
+    sd = draws.std(0, ddof=1) if draws.shape[0] > 1 else np.zeros(draws.shape[1:])
+    return {"mean": draws.mean(0), "sd": sd, f"q{int(quantiles[0] * 100):02d}": lo,
+            f"q{int(quantiles[1] * 100):02d}": hi}

@@ -28,13 +28,18 @@ def fit(model: Callable, problem: Problem, hyper: dict | None = None, config: Sa
     says what `options` it takes: checkpoint and resume, a spill path, example ids, a torchrun communicator).
     Under torchrun, rank 0 returns the Posterior and the other ranks None."""
     result = run_chains(model, problem, hyper, config, **options)
-    return None if result is None else Posterior(**{f.name: getattr(result, f.name) for f in fields(RunResult)})
+    return None if result is None else Posterior.from_result(result)
 
 
 @dataclass
 class Posterior(RunResult):
     """A finished run (`RunResult`: weight draws, per-draw scalars, final theta per chain, theta snapshots) and
     what a user asks of it."""
+
+    @classmethod
+    def from_result(cls, result: RunResult) -> "Posterior":
+        """The driver's result (`run_chains`, `LoopSampler.result()`) as a Posterior (its parts shared)."""
+        return cls(**{f.name: getattr(result, f.name) for f in fields(RunResult)})
 
     def arviz_groups(self, coords: dict[str, np.ndarray] | None = None) -> dict:
         """The ArviZ groups draws.nc holds (`arviz_data.draws_groups`), {name: xarray Dataset}.

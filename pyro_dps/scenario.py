@@ -1,7 +1,6 @@
 """Run one scenario end to end: data, BADS posterior, baselines, and the run's files."""
 from __future__ import annotations
 
-import inspect
 import time
 from pathlib import Path
 from typing import Any
@@ -10,7 +9,7 @@ import numpy as np
 import torch
 
 from .baselines import BASELINES, BETA_BASELINES
-from .config import DEMO, sampler_config
+from .config import sampler_config
 from .context import Problem
 from .data import DataSplits
 from .driver.distributed import Communicator
@@ -22,22 +21,14 @@ from .model_loader import load_model
 from .outputs import (check_writable, config_dict, metrics_document, plain, save_weight_histograms, write_json,
                       write_weights_csv)
 from .posterior import Posterior, fit
+from .report.examples import save_gallery_examples
+from .report.write import write_run_report
 from .probes import PROBE_GROUP, non_probe_mask, probe_report, probes_from_group
 from .rundir import check_out_dir, remove_stale_staging, run_lock, staged_directory
 from .scoring import STATE_FILE, save_posterior_state
 from .spec import build_data, build_network  # re-exported: the benchmarks build scenarios through here
 from .suggested import run_suggestions
 from .training import predict_proba
-
-
-def model_hyper(model, hyper: dict) -> dict:
-    """The configured hyper-parameters minus demo defaults the model does not take (a user's own model
-    need not accept the paper model's names; anything the user set explicitly is still passed on)."""
-    params = inspect.signature(model).parameters
-    if any(p.kind is p.VAR_KEYWORD for p in params.values()):
-        return dict(hyper)
-    defaults = DEMO["model"]["hyper"]
-    return {k: v for k, v in hyper.items() if k in params or defaults.get(k, object()) != v}
 
 
 def run_scenario(config: dict, out: str | Path | None = None, *, seed: int | None = None, device: str | None = None,
@@ -90,7 +81,7 @@ def _run(config, out, seed, device, chains, progress, echo, resume, checkpoint_e
     sampler.validate(problem)  # the checks that need the data (batch sizes, memory), before the header
     length = resolve_length(sampler, data.n_train)
     total_steps = length.warmup + length.samples * length.thin
-    hyper = model_hyper(model, config["model"]["hyper"])
+    hyper = dict(config["model"]["hyper"])
     check_model(model, problem, hyper)  # a model or hyper-parameter error before the header, not after it
     keep = non_probe_mask(data)
     probe_note = f" (of which {int((~keep).sum())} probe examples)" if not keep.all() else ""
@@ -153,13 +144,8 @@ def _write_run_dir(out, overwrite: bool, posterior, config: dict, data, document
         save_weight_histograms(stage / "weights_by_group.png", summary["mean"][keep], data.y_train.numpy()[keep],
                               None if clean is None else clean[keep],
                               title=f"{document['scenario']}: posterior mean weights")
-        from .report import (  # failures of the report only warn
-            save_gallery_examples,
-            write_run_report,
-        )
-
         save_gallery_examples(stage, data, echo=echo)
-        write_run_report(stage, run_label=str(out), echo=echo)
+        write_run_report(stage, run_label=str(out), echo=echo)  # a report that cannot be built only warns
     posterior.draws.close()
     echo(f"wrote {out}/metrics.json, weights.csv, draws.nc, {STATE_FILE}, weights_by_group.png, report.html")
 

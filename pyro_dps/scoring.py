@@ -21,6 +21,7 @@ import torch
 
 from .bounds import MAX_CLASSES, MAX_SNAPSHOTS, MAX_WIDTH
 from .context import Problem
+from .draws import weight_summary
 from .errors import ConfigError, DataError
 from .fingerprint import model_identity, plain
 from .model_loader import load_model
@@ -195,9 +196,7 @@ def score(run_dir: str | os.PathLike, x: torch.Tensor, y: torch.Tensor | None = 
         raise DataError(f"the run's theta has {thetas[0].numel()} values but this network and model need "
                         f"{potential.theta_size}: the data does not match the run")
     draws = torch.stack([potential.network_weights(t.to(device)) for t in thetas]).double().cpu().numpy()
-    return {"mean": draws.mean(0), "sd": draws.std(0, ddof=1) if len(draws) > 1 else np.zeros(draws.shape[1]),
-            f"q{int(quantiles[0] * 100):02d}": np.quantile(draws, quantiles[0], axis=0),
-            f"q{int(quantiles[1] * 100):02d}": np.quantile(draws, quantiles[1], axis=0)}
+    return weight_summary(draws, quantiles)
 
 
 def predictive_probs(run_dir: str | os.PathLike, x: torch.Tensor,

@@ -22,21 +22,13 @@ COLUMNS = ("suggested_label", "p_suggested")
 CHUNK = 4096  # rows per forward pass: memory stays O(CHUNK x classes) whatever N_t
 
 
-def _chunk_probs(posterior, x):
-    """Class probabilities of one chunk: the snapshot ensemble, else the mean of every chain's last iterate."""
-    if posterior.snapshots:
-        return posterior.predict_proba(x, ensemble=True, batch_size=CHUNK)
-    chains = range(len(posterior.final_theta))
-    return sum(posterior.predict_proba(x, ensemble=False, chain=c, batch_size=CHUNK) for c in chains) / len(chains)
-
-
 def predictive_suggestions(posterior, x, num_classes: int | None) -> tuple[np.ndarray, np.ndarray] | None:
     """(most likely class (N,) int64, its probability (N,) float64) under the posterior predictive for the
     rows of `x`, or None when the network does not output `num_classes` class scores per row (None: one score
     per class, however many)."""
     labels, probs = [], []
     for start in range(0, int(x.shape[0]), CHUNK):
-        p = _chunk_probs(posterior, x[start:start + CHUNK])
+        p = posterior.predict_proba(x[start:start + CHUNK], thetas=posterior.predictive_thetas(), batch_size=CHUNK)
         if p.ndim != 2 or (num_classes is not None and p.shape[1] != num_classes):
             return None
         best = p.max(dim=-1)

@@ -1,4 +1,4 @@
-"""The gradient a kernel uses equals the BADS.md formula written by hand in plain torch."""
+"""The gradient a kernel uses equals the docs/method.md formula written by hand in plain torch."""
 import math
 
 import pytest
@@ -19,7 +19,7 @@ def _problem(seed=0, n=60, m=12):
 
 
 def _by_hand(problem, theta_list, u_all, idx, jdx, hyper, temperature=1.0):
-    """BADS.md: theta gets grad of log p(theta) - rho_t N/B sum w l - rho_m M/Bm sum l;
+    """docs/method.md: theta gets grad of log p(theta) - rho_t N/B sum w l - rho_m M/Bm sum l;
     w_B (in u-space, with the sigmoid Jacobian) the exact conditional gradient, no N/B factor."""
     beta, sigma, rho_t, rho_m, s = hyper["beta"], hyper["sigma"], hyper["rho_t"], hyper["rho_m"], hyper["prior_scale"]
     a, b = hyper.get("base_a", 1.0), hyper.get("base_b", 1.0)

@@ -42,20 +42,27 @@ def load_checkpoint(path: str | os.PathLike, fingerprint: dict) -> dict[str, Any
         version = payload.get("version") if isinstance(payload, dict) else None
         raise ConfigError(f"checkpoint {str(path)!r} has format version {version!r}, expected {VERSION}; "
                           f"{LEGACY_HINT}")
+    check_fingerprint(payload, fingerprint, f"checkpoint {str(path)!r}")
+    return payload
+
+
+def check_fingerprint(payload: dict[str, Any], fingerprint: dict, where: str) -> None:
+    """Refuse a payload written by another run (`where` names it in the message), naming the first difference."""
     saved = payload.get("fingerprint")
     if not isinstance(saved, dict):
-        raise ConfigError(f"checkpoint {str(path)!r} has no run fingerprint; {LEGACY_HINT}")
+        raise ConfigError(f"{where} has no run fingerprint; {LEGACY_HINT}")
     diff = first_differences(saved, fingerprint)
     if diff:
         field, old, new = diff[0]
         more = f" (and {len(diff) - 1} more: {', '.join(d[0] for d in diff[1:4])})" if len(diff) > 1 else ""
-        raise ConfigError(f"checkpoint {str(path)!r} was written by a different run: {field} was {old} there, "
+        raise ConfigError(f"{where} was written by a different run: {field} was {old} there, "
                           f"is {new} now{more}; remove the checkpoint or resume with the same settings and files")
-    return payload
 
 
-def check_position(payload: dict[str, Any], path, chains: int, warmup: int, samples: int, thin: int) -> None:
-    """Refuse a checkpoint whose chain, step or draw count cannot belong to this run (an edited file)."""
+def check_position(payload: dict[str, Any], path, chains: int, warmup: int, samples: int, thin: int,
+                   finished: bool = False) -> None:
+    """Refuse a checkpoint whose chain, step or draw count cannot belong to this run (an edited file);
+    `finished`: a chain at its last step is a position too (a `LoopSampler`'s)."""
     total = warmup + samples * thin
 
     def bad(message: str) -> ConfigError:
@@ -66,8 +73,9 @@ def check_position(payload: dict[str, Any], path, chains: int, warmup: int, samp
         raise bad(f"chain, t and draw must be integers, got {chain!r}, {t!r}, {draw!r}")
     if not 0 <= chain <= chains:
         raise bad(f"chain {chain} is outside 0..{chains}")
-    if not 0 <= t < total or (chain == chains and t):
-        raise bad(f"step {t} is outside 0..{total - 1} (warmup + samples * thin = {total})")
+    last = total if finished else total - 1
+    if not 0 <= t <= last or (chain == chains and t):
+        raise bad(f"step {t} is outside 0..{last} (warmup + samples * thin = {total})")
     if draw != max(0, (t - warmup) // thin):
         raise bad(f"draw {draw} is not the number of draws kept by step {t} ({max(0, (t - warmup) // thin)})")
     state = payload.get("state")

@@ -18,7 +18,7 @@ from ..errors import ConfigError, ModelError
 from ..fingerprint import run_fingerprint
 from ..outputs import config_dict
 from ..potential import SiteLayout, make_potential
-from ..useful_fraction import resolve_beta
+from ..useful_fraction import FractionEstimate, resolve_beta
 from .chain_runner import make_algorithm, run_chain
 from .checkpoint import check_position, load_checkpoint
 from .distributed import Communicator, ShardLayout
@@ -43,17 +43,12 @@ def run_chains(model: Callable, problem: Problem, hyper: dict | None = None, con
     keeps only its shard of D_t (`pyro_dps.driver.distributed`); rank 0 returns the Posterior, the others None.
     """
     comm = comm or Communicator()
-    config = _resolved_config(config, problem, comm)
+    config = resolved_config(config, problem, comm)
     identity = run_fingerprint(model, problem, dict(hyper or {}), config_dict(config), fingerprint) if checkpoint \
         else None
-    layout = ShardLayout(problem.n_train, config.shards)
-    problem = problem.to(torch.device(config.device))
-    hyper, fraction = resolve_beta(model, problem, dict(hyper or {}), config.seed, comm)  # beta = "auto"
-    if comm.world > 1:
-        problem = problem.shard(*layout.bounds(comm.rank))
-        if checkpoint is not None and comm.rank:
-            checkpoint = Path(f"{checkpoint}.rank{comm.rank}")
-    potential = _potential(model, problem, hyper, config)
+    layout, problem, potential, fraction = prepare_run(model, problem, hyper, config, comm)
+    if comm.world > 1 and checkpoint is not None and comm.rank:
+        checkpoint = Path(f"{checkpoint}.rank{comm.rank}")
     resumed = load_checkpoint(checkpoint, identity) if checkpoint and resume and Path(checkpoint).exists() else None
     if resumed:
         check_position(resumed, checkpoint, config.chains, config.warmup, config.samples, config.thin)
@@ -77,7 +72,7 @@ def run_chains(model: Callable, problem: Problem, hyper: dict | None = None, con
                      fraction, weight_update)
 
 
-def _resolved_config(config: SamplerConfig | None, problem: Problem, comm: Communicator) -> SamplerConfig:
+def resolved_config(config: SamplerConfig | None, problem: Problem, comm: Communicator) -> SamplerConfig:
     """The settings validated against the problem, "auto" run lengths resolved, `shards` set to the torchrun
     world size under torchrun."""
     config = config or SamplerConfig()
@@ -86,6 +81,18 @@ def _resolved_config(config: SamplerConfig | None, problem: Problem, comm: Commu
             raise ConfigError(f"shards={config.shards} but the process group has {comm.world} ranks")
         config = SamplerConfig(**{**asdict(config), "shards": comm.world})
     return resolve_length(config.validate(problem), problem.n_train)
+
+
+def prepare_run(model: Callable, problem: Problem, hyper: dict | None, config: SamplerConfig,
+                comm: Communicator) -> tuple[ShardLayout, Problem, SiteLayout, FractionEstimate | None]:
+    """(shard layout, this process's problem on the device, the run's potential, the useful-fraction estimate
+    behind beta = "auto" or None): what every chain of a run shares, for resolved settings `config`."""
+    layout = ShardLayout(problem.n_train, config.shards)
+    problem = problem.to(torch.device(config.device))
+    hyper, fraction = resolve_beta(model, problem, dict(hyper or {}), config.seed, comm)  # beta = "auto"
+    if comm.world > 1:
+        problem = problem.shard(*layout.bounds(comm.rank))
+    return layout, problem, _potential(model, problem, hyper, config), fraction
 
 
 def _potential(model: Callable, problem: Problem, hyper: dict, config: SamplerConfig) -> SiteLayout:

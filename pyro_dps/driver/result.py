@@ -9,7 +9,7 @@ import numpy as np
 import torch
 
 from ..context import Problem
-from ..draws import DrawStore
+from ..draws import DrawStore, weight_summary
 from ..errors import ConfigError
 from ..outputs import plain
 from ..useful_fraction import FractionEstimate
@@ -45,17 +45,16 @@ class RunResult:
 
     def weight_summary(self, quantiles: tuple[float, float] = (0.05, 0.95)) -> dict[str, np.ndarray]:
         """Per-example posterior mean, sd and central interval of w over all chains and draws."""
-        w = self.draws.weights()
-        flat = w.stack(sample=("chain", "draw"))
-        return {"mean": flat.mean("sample").values, "sd": flat.std("sample", ddof=1).values,
-                f"q{int(quantiles[0] * 100):02d}": flat.quantile(quantiles[0], "sample").values,
-                f"q{int(quantiles[1] * 100):02d}": flat.quantile(quantiles[1], "sample").values}
+        w = self.draws.weights().values
+        return weight_summary(w.reshape(-1, *w.shape[2:]), quantiles)
 
     @torch.no_grad()
     def predict_proba(self, x: torch.Tensor, ensemble: bool = True, chain: int = 0,
-                      batch_size: int = 1024) -> torch.Tensor:
-        """Class probabilities: averaged over all snapshots of all chains, or from one chain's last iterate."""
-        thetas = self.snapshots if ensemble else [self.final_theta[chain]]
+                      batch_size: int = 1024, thetas: list[torch.Tensor] | None = None) -> torch.Tensor:
+        """Class probabilities: averaged over all snapshots of all chains, or from one chain's last iterate, or
+        over the given `thetas` (e.g. `predictive_thetas()`)."""
+        if thetas is None:
+            thetas = self.snapshots if ensemble else [self.final_theta[chain]]
         if not thetas:
             raise ConfigError("no theta snapshots were kept (snapshots=0); use ensemble=False")
         x = x.to(self.problem.device)
@@ -66,3 +65,7 @@ class RunResult:
                                for i in range(0, x.shape[0], batch_size)])
             total = total + probs
         return (total / len(thetas)).cpu()
+
+    def predictive_thetas(self) -> list[torch.Tensor]:
+        """The thetas the posterior predictive averages over: the snapshots, else every chain's last iterate."""
+        return self.snapshots or self.final_theta

@@ -5,7 +5,7 @@ per-class sums), at temperature T the weights' conditional given theta is
 
     log p(w | theta) = sum_i [log b(w_i) / T - (rho_t / T) w_i l_i] - (S_g - k_g)^2 / (2 sigma^2 T),
 
-independent tilted densities coupled only through the sums S_g (BADS.md, last section). Row i given
+independent tilted densities coupled only through the sums S_g (docs/method.md, last section). Row i given
 every other weight is b(x)^(1/T) N(x; mu_i, s^2) on [0, 1] with mu_i = k_g - S_{-i} - sigma^2 rho_t l_i
 and s^2 = sigma^2 T: a truncated normal for the uniform base. Each visit draws M candidates per row from
 that conditional with the other batch rows at their old values (`kernels/truncnorm.py` for the uniform

@@ -57,8 +57,10 @@ def paper(potential, step_size, temperature: float = 1.0, local_step_size=None, 
           compile: bool = False, weight_update: str = "langevin", candidates: int = 8, **optimizer_kwargs):
     """The paper's noisy optimiser as an (init, step) pair (its noise is fixed, not set by the temperature).
 
-    The weights move by the paper's gradient ascent (`weight_update = "langevin"`); "exact" draws them
-    from their conditional at `temperature` instead, with theta still moved by the optimiser."""
+    The weights move by the paper's gradient ascent on their logits (`weight_update = "langevin"`), whose
+    gradient still carries the logit's log-Jacobian times `temperature` (the potential's convention for
+    a tempered density in u); "exact" draws them from their conditional at `temperature` instead, with
+    theta still moved by the optimiser."""
     return blocked_langevin(potential, OptimizerNoiseRule(optimizer, noise_std, **optimizer_kwargs), step_size,
                             temperature, local_step_size, local_rule=GradientAscentNoiseRule(noise_std),
                             generator=generator, guard=guard, comm=comm, noise_rows=noise_rows,

@@ -9,7 +9,7 @@ Two paths compute the same thing, on one site layout read off a probe trace of t
   the probe trace. It costs about a plain SGD step. `make_potential` (`factory.py`) checks it against
   the trace path before using it.
 
-Gradients (BADS.md, random-scan blocked Langevin): theta gets the minibatch estimate of the full log
+Gradients (docs/method.md, random-scan blocked Langevin): theta gets the minibatch estimate of the full log
 joint (plate terms scaled by N/|B|); the batch's weights get the gradient of their exact conditional
 (terms unscaled). `stats.py` holds what a step reports besides them.
 

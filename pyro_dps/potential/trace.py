@@ -1,7 +1,7 @@
 """`TracePotential`: a step's gradients from a full Pyro trace of the model (general, slower).
 
 It works for any model whose latent sites are global (theta and friends) or per-example inside the
-subsampled `train` plate. Gradients (BADS.md, random-scan blocked Langevin): theta gets the minibatch
+subsampled `train` plate. Gradients (docs/method.md, random-scan blocked Langevin): theta gets the minibatch
 estimate of the full log joint (plate terms scaled by N/|B|); the batch's weights get the gradient of
 their exact conditional (terms unscaled).
 """
