@@ -29,3 +29,7 @@ def require(condition: bool, error: type[DPSError], message: str) -> None:
     """Raise `error(message)` unless `condition` holds; keeps validation one line per rule."""
     if not condition:
         raise error(message)
+
+
+class MetaCoverageWarning(UserWarning):
+    """The curated set has no example of some classes: their training examples are weighed by D_t alone."""

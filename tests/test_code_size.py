@@ -37,3 +37,14 @@ def test_the_size_check_finds_a_long_function_and_a_long_module(tmp_path):
 
 def test_no_module_or_function_outside_the_tests_is_over_its_limit():
     assert oversized() == []
+
+
+def test_every_subpackage_is_in_the_installed_package_list():
+    """pyproject.toml lists the packages explicitly: a new stage folder left out would be missing from a
+    wheel (an editable install still finds it, so only a test notices)."""
+    import tomllib
+
+    listed = set(tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
+    found = {".".join(p.parent.relative_to(ROOT).parts) for p in (ROOT / "pyro_dps").rglob("__init__.py")}
+    assert found <= listed, sorted(found - listed)
+    assert "pyro_dps.models" in listed  # mapped from the top-level models/ folder

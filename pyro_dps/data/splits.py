@@ -6,12 +6,14 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+import warnings
+
 import numpy as np
 import torch
 from torch.utils.data import Dataset
 
 from pyro_dps.data._convert import ArrayLike, as_features, as_labels, as_mask, check_int, is_integer_dtype, preview
-from pyro_dps.errors import DataError
+from pyro_dps.errors import DataError, MetaCoverageWarning
 
 SPLIT_NAMES = ("train", "meta", "test")
 
@@ -72,6 +74,21 @@ class DataSplits:
             groups={key: value.to(device) for key, value in self.groups.items()},
         )
 
+    def classes_without_meta(self) -> list[int]:
+        """Classes of D_t or the test set with no example in the meta set."""
+        seen = set(torch.unique(self.y_train).tolist()) | set(torch.unique(self.y_test).tolist())
+        return sorted(seen - set(torch.unique(self.y_meta).tolist()))
+
+    def _warn_uncovered_classes(self) -> None:
+        """A meta set that lacks some classes is allowed (the curated set may be what the user has), with a
+        warning naming them and how many training examples carry them: nothing in D_m speaks for those."""
+        missing = self.classes_without_meta()
+        if missing:
+            affected = int(torch.isin(self.y_train, torch.tensor(missing, dtype=self.y_train.dtype)).sum())
+            warnings.warn(f"y_meta has no example of classes {missing}: {affected} of the {self.n_train} training "
+                          "examples carry those labels, and their weights and the test accuracy on those classes "
+                          "rest on D_t alone", MetaCoverageWarning, stacklevel=3)
+
     def validate(self) -> DataSplits:
         """Check shapes, dtypes, finiteness, label ranges and meta coverage; raise DataError naming the field."""
         if not isinstance(self.name, str):
@@ -96,9 +113,7 @@ class DataSplits:
             raise DataError("x_train is empty: at least 1 training example is required")
         if self.n_meta == 0:
             raise DataError("x_meta is empty: at least 1 meta example is required")
-        missing = sorted(set(torch.unique(self.y_test).tolist()) - set(torch.unique(self.y_meta).tolist()))
-        if missing:
-            raise DataError(f"y_meta is missing classes {missing} that appear in y_test")
+        self._warn_uncovered_classes()
         if self.clean is not None:
             if not isinstance(self.clean, torch.Tensor) or self.clean.dtype != torch.bool:
                 raise DataError(f"clean must be a bool tensor, got {_kind(self.clean)}")

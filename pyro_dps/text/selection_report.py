@@ -2,7 +2,8 @@
 
 Functional core: arrays in, rows out. `source_weight_table(sources, mean_w, selected)` gives one row
 per source (n, mean weight, sd across the source's examples, fraction selected), highest mean first;
-`markdown_table` prints it; `write_selected_jsonl` writes the kept examples atomically.
+`markdown_table` prints it; `write_selected_jsonl` writes the kept examples atomically, `write_weighted_jsonl`
+all of them with a `weight` field (weighted SFT), and `weight_column` gives the weights as a dataset column.
 """
 from __future__ import annotations
 
@@ -73,15 +74,44 @@ def write_jsonl_atomic(path: str | os.PathLike, records: Sequence[dict]) -> Path
     return write_atomic(path, write)
 
 
+def weight_records(examples: Sequence[InstructionExample], mean_weights, weight_sd=None, p_keep=None,
+                   digits: int | None = None) -> list[dict]:
+    """Every example as a JSON-ready dict (its original fields) plus `weight` (the posterior mean weight) and,
+    when given, `weight_sd` and `p_keep`; `digits` rounds them (None: exact, a float64 round-trips JSON)."""
+    columns = {"weight": _vector("mean_weights", mean_weights, len(examples))}
+    for name, values in (("weight_sd", weight_sd), ("p_keep", p_keep)):
+        if values is not None:
+            columns[name] = _vector(name, values, len(examples))
+    for name, values in columns.items():
+        if not np.isfinite(values).all():
+            raise DataError(f"{name} has {int((~np.isfinite(values)).sum())} non-finite values")
+    fmt = float if digits is None else (lambda v: round(float(v), digits))
+    return [{**ex.record(), **{name: fmt(values[i]) for name, values in columns.items()}}
+            for i, ex in enumerate(examples)]
+
+
+def write_weighted_jsonl(path: str | os.PathLike, examples: Sequence[InstructionExample], mean_weights,
+                         weight_sd=None, p_keep=None) -> Path:
+    """All examples as JSONL with a `weight` field (and `weight_sd`, `p_keep` when given), in order, written
+    atomically: the input of a weighted SFT (e.g. TRL's per-example `weight` column) or any other consumer."""
+    return write_jsonl_atomic(path, weight_records(examples, mean_weights, weight_sd, p_keep))
+
+
+def weight_column(mean_weights, n: int | None = None) -> dict[str, list[float]]:
+    """{"weight": [...]}: the posterior mean weights as a column, in example order, for a Hugging Face dataset
+    of the same examples: `ds = ds.add_column("weight", weight_column(mean_w)["weight"])`."""
+    w = _vector("mean_weights", mean_weights, n)
+    if not np.isfinite(w).all():
+        raise DataError(f"mean_weights has {int((~np.isfinite(w)).sum())} non-finite values")
+    return {"weight": [float(v) for v in w]}
+
+
 def write_selected_jsonl(path: str | os.PathLike, examples: Sequence[InstructionExample], selected,
                          mean_weights=None) -> Path:
     """The selected examples as JSONL (their original fields, plus `weight` when mean weights are given)."""
-    keep = _vector("selected", selected, len(examples), dtype=bool)
-    w = None if mean_weights is None else _vector("mean_weights", mean_weights, len(examples))
-    records = []
-    for i in np.flatnonzero(keep):
-        record = examples[i].record()
-        if w is not None:
-            record["weight"] = round(float(w[i]), 6)
-        records.append(record)
-    return write_jsonl_atomic(path, records)
+    keep = np.flatnonzero(_vector("selected", selected, len(examples), dtype=bool))
+    kept = [examples[i] for i in keep]
+    if mean_weights is None:
+        return write_jsonl_atomic(path, [ex.record() for ex in kept])
+    w = _vector("mean_weights", mean_weights, len(examples))
+    return write_jsonl_atomic(path, weight_records(kept, w[keep], digits=6))
