@@ -101,7 +101,7 @@ STAGES = {
     "selection": ("pyro_dps.selection", "pyro_dps.probes", "pyro_dps.suggested"),
     "report": ("pyro_dps.report", "pyro_dps.posterior"),
     "application": ("pyro_dps.config", "pyro_dps.spec", "pyro_dps.scoring", "pyro_dps.scenario", "pyro_dps.cli",
-                    "pyro_dps.__main__"),
+                    "pyro_dps.__main__", "pyro_dps.integrations"),
 }
 RANK = {stage: i for i, stage in enumerate(STAGES)}
 
