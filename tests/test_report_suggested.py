@@ -19,9 +19,13 @@ class _Posterior:
     def __init__(self, snapshots, final_theta, out_shape=None):
         self.snapshots, self.final_theta, self.out_shape, self.calls = snapshots, final_theta, out_shape, []
 
-    def predict_proba(self, x, ensemble=True, chain=0, batch_size=1024):
+    def predictive_thetas(self):
+        return self.snapshots or self.final_theta
+
+    def predict_proba(self, x, ensemble=True, chain=0, batch_size=1024, thetas=None):
         self.calls.append((len(x), ensemble, chain))
-        thetas = self.snapshots if ensemble else [self.final_theta[chain]]
+        if thetas is None:
+            thetas = self.snapshots if ensemble else [self.final_theta[chain]]
         probs = sum((x @ t).softmax(-1) for t in thetas) / len(thetas)
         return probs if self.out_shape is None else probs.reshape(len(x), *self.out_shape)
 

@@ -310,7 +310,7 @@ def test_a_run_killed_while_publishing_leaves_a_directory_the_next_run_reuses(ti
 
 
 def test_results_are_kept_when_out_changes_during_the_run(tiny, tmp_path, capsys, monkeypatch):
-    import pyro_dps.report as report
+    import pyro_dps.scenario as scenario
 
     out = tmp_path / "out"
 
@@ -318,7 +318,7 @@ def test_results_are_kept_when_out_changes_during_the_run(tiny, tmp_path, capsys
         out.mkdir(exist_ok=True)
         (out / "meanwhile.txt").write_text("the user's")
 
-    monkeypatch.setattr(report, "write_run_report", user_writes_into_out)
+    monkeypatch.setattr(scenario, "write_run_report", user_writes_into_out)  # the report is written last
     assert _run(tiny, out) == 2
     err = capsys.readouterr().err
     assert "not empty" in err and "files are kept in" in err
