@@ -21,14 +21,15 @@ from .model_loader import load_model
 from .outputs import (check_writable, config_dict, metrics_document, plain, save_weight_histograms, write_json,
                       write_weights_csv)
 from .posterior import Posterior, fit
+from .probes import PROBE_GROUP, non_probe_mask, probe_report, probes_from_group
 from .report.examples import save_gallery_examples
 from .report.write import write_run_report
-from .probes import PROBE_GROUP, non_probe_mask, probe_report, probes_from_group
 from .rundir import check_out_dir, remove_stale_staging, run_lock, staged_directory
 from .scoring import STATE_FILE, save_posterior_state
 from .spec import build_data, build_network  # re-exported: the benchmarks build scenarios through here
 from .suggested import run_suggestions
 from .training import predict_proba
+from .useful_fraction import PLACEHOLDER_FRACTION, selection_fraction, with_placeholder_fraction
 
 
 def run_scenario(config: dict, out: str | Path | None = None, *, seed: int | None = None, device: str | None = None,
@@ -161,7 +162,7 @@ def check_model(model, problem: Problem, hyper: dict) -> None:
         try:
             TracePotential(model, problem, hyper)
         except UnresolvedAuto:
-            TracePotential(model, problem, {**hyper, "beta": 0.5})
+            TracePotential(model, problem, with_placeholder_fraction(hyper))
 
 
 def baseline_settings(name: str, settings: dict, batch_size: int, meta_batch_size: int | None = None) -> dict:
@@ -197,7 +198,8 @@ def _run_baseline(name: str, settings: dict, config: dict, data: DataSplits, sam
     settings = baseline_settings(name, settings, sampler.batch_size, sampler.meta_batch_size)
     steps = settings.pop("steps", None) or total_steps
     if name in BETA_BASELINES:
-        settings.setdefault("beta", float(bads_hyper.get("beta", 0.5)))
+        fraction = selection_fraction(bads_hyper)
+        settings.setdefault("beta", PLACEHOLDER_FRACTION if fraction is None else fraction)
     torch.manual_seed(seed)
     start = time.perf_counter()
     try:

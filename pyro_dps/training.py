@@ -15,29 +15,13 @@ from typing import Callable
 import torch
 from torch import nn
 
+from .data.batches import MinibatchSampler
 from .losses import cross_entropy
 
 OPTIMIZERS = {"sgd": torch.optim.SGD, "adam": torch.optim.Adam, "rmsprop": torch.optim.RMSprop}
 
 # A batch hook: given the step, the network and the batch's rows, return per-example weights (or None).
 WeightHook = Callable[[int, nn.Module, torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor | None]
-
-
-class RowSampler:
-    """Minibatches of row indices: epochs of a seeded random permutation, reshuffled when one runs out."""
-
-    def __init__(self, n: int, batch_size: int, generator: torch.Generator, device: torch.device | str = "cpu"):
-        if n < 1:
-            raise ValueError(f"cannot sample minibatches from {n} rows")
-        self.n, self.b, self.generator, self.device = n, min(batch_size, n), generator, device
-        self.perm, self.pos = torch.randperm(n, generator=generator, device=device), 0
-
-    def __call__(self) -> torch.Tensor:
-        if self.pos + self.b > self.n:
-            self.perm, self.pos = torch.randperm(self.n, generator=self.generator, device=self.device), 0
-        rows = self.perm[self.pos:self.pos + self.b]
-        self.pos += self.b
-        return rows
 
 
 class Trainer:
@@ -49,7 +33,10 @@ class Trainer:
         if optimizer not in OPTIMIZERS:
             raise ValueError(f"optimizer must be one of {sorted(OPTIMIZERS)}, got {optimizer!r}")
         self.net, self.x, self.y, self.loss, self.weights, self.hook = net, x, y, loss, weights, hook
-        self.rows = RowSampler(x.shape[0], batch_size, torch.Generator(device=x.device).manual_seed(seed), x.device)
+        if x.shape[0] < 1:
+            raise ValueError(f"cannot sample minibatches from {x.shape[0]} rows")
+        self.rows = MinibatchSampler(x.shape[0], batch_size, torch.Generator(device=x.device).manual_seed(seed),
+                                     x.device)
         self.opt = OPTIMIZERS[optimizer](net.parameters(), lr=lr, weight_decay=weight_decay)
         self.t = 0
         net.train()

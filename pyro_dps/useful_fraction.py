@@ -167,6 +167,24 @@ def _fresh_copy(net: torch.nn.Module, seed: int) -> torch.nn.Module:
     return net
 
 
+BUDGET = "beta"  # the hyper-parameter that sets the fraction of D_t a model selects (models/bads.py's beta)
+PLACEHOLDER_FRACTION = 0.5  # what a probe trace uses for beta = "auto" before fit estimates it
+
+
+def selection_fraction(hyper: dict | None) -> float | None:
+    """The model's selection budget as a fraction of D_t (its `beta`) when it is a number in (0, 1], else None
+    ("auto" unresolved, a latent beta, or a model without one). The one place that reads it by name."""
+    value = (hyper or {}).get(BUDGET) if isinstance(hyper, dict) else None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= 1:
+        return None
+    return float(value)
+
+
+def with_placeholder_fraction(hyper: dict) -> dict:
+    """`hyper` with an unresolved beta = "auto" replaced by a placeholder, for a probe trace before fit."""
+    return {**hyper, BUDGET: PLACEHOLDER_FRACTION}
+
+
 def resolve_beta(model, problem: Problem, hyper: dict, seed: int = 0, comm=None) -> tuple[dict, FractionEstimate | None]:
     """`hyper` with beta = "auto" (given, or the model's default) replaced by the estimate; every rank of a
     sharded run gets the same value (the mean of the ranks' identical estimates)."""

@@ -19,7 +19,7 @@ import torch
 from torch import nn
 from torch.func import functional_call
 
-from ..training import RowSampler
+from ..data.batches import MinibatchSampler
 
 Params = dict[str, torch.Tensor]
 
@@ -51,8 +51,10 @@ class MetaBatches:
 
     def __init__(self, x_meta: torch.Tensor, y_meta: torch.Tensor, batch_size: int, seed: int):
         self.x, self.y = x_meta, y_meta
-        self.rows = RowSampler(x_meta.shape[0], batch_size,
-                               torch.Generator(device=x_meta.device).manual_seed(7919 + seed), x_meta.device)
+        if x_meta.shape[0] < 1:
+            raise ValueError(f"cannot sample minibatches from {x_meta.shape[0]} rows")
+        self.rows = MinibatchSampler(x_meta.shape[0], batch_size,
+                                     torch.Generator(device=x_meta.device).manual_seed(7919 + seed), x_meta.device)
 
     def __call__(self) -> tuple[torch.Tensor, torch.Tensor]:
         rows = self.rows()

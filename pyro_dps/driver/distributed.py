@@ -17,8 +17,8 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
+from ..data.batches import MinibatchSampler
 from ..errors import ConfigError
-from ..kernels.batches import MinibatchSampler
 
 
 @dataclass(frozen=True)

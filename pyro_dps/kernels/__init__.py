@@ -1,5 +1,5 @@
 """Minibatch SG-MCMC kernels: each an `(init, step)` core and a `pyro.infer.mcmc.MCMCKernel`."""
-from .batches import MinibatchSampler
+from ..data.batches import MinibatchSampler
 from .blocked import blocked_langevin
 from .paper import PaperSampler, paper
 from .psgld import PSGLD, psgld

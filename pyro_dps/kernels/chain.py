@@ -19,6 +19,7 @@ import torch
 
 from ..errors import DivergenceError
 from ..potential import SiteLayout, summarize_stats
+from ..useful_fraction import selection_fraction
 
 CHECK_EVERY = 50  # steps between the guard's host reads of the rejection counters
 MAX_REJECTIONS = 20  # consecutive rejected steps after which a chain stops
@@ -41,8 +42,8 @@ def initial_weights(potential: SiteLayout) -> torch.Tensor:
     p = potential.problem
     normal = getattr(potential, "_normal_sparsity", None)
     if normal is None:
-        beta = potential.hyper.get("beta", 0.5)
-        beta = float(beta) if isinstance(beta, (int, float)) and not isinstance(beta, bool) else 0.5
+        beta = selection_fraction(potential.hyper)
+        beta = 0.5 if beta is None else beta
         return torch.full((p.n_train,), min(max(beta, 1e-3), 1 - 1e-3))
     loc = torch.as_tensor(normal[0], dtype=torch.float64).reshape(-1).cpu()
     scale_up = p.n_train_total / p.n_train  # a shard: its counts stand for the whole set's

@@ -11,10 +11,10 @@ from pyro.infer.mcmc.mcmc_kernel import MCMCKernel
 from torch.distributions.transforms import identity_transform
 
 from ..context import ModelContext, Problem
+from ..data.batches import MinibatchSampler
 from ..errors import ConfigError
 from ..potential import SiteLayout, make_potential
 from ..useful_fraction import resolve_beta
-from .batches import MinibatchSampler
 from .chain import CHECK_EVERY, MAX_REJECTIONS, ChainControl, GuardSettings, chain_generator, progress, start_chain
 from .schedules import make_schedule
 from .state import Batch, SamplingAlgorithm, SGMCMCState, resync_w_sum

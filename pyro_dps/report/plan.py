@@ -8,7 +8,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..selection import beta_budget, credible_interval, select_budget, select_by_probability
-from .html import MAX_FLAGGED, N_SHOW, _num
+from ..useful_fraction import BUDGET, selection_fraction
+from .html import MAX_FLAGGED, N_SHOW
 
 
 @dataclass
@@ -34,14 +35,13 @@ class _Plan:
 def _beta(config: dict, ds, as_run: dict | None) -> tuple[float, str]:
     """(beta, where it came from): model.hyper, else the beta the run resolved (metrics.json "hyper"), else the
     latent beta's posterior mean, else 0.5."""
-    hyper = (config.get("model") or {}).get("hyper") or {}
-    beta = _num(hyper.get("beta")) if isinstance(hyper, dict) else None
+    beta = selection_fraction((config.get("model") or {}).get("hyper"))
     beta_note = f"beta = {beta:g} from model.hyper" if beta is not None else ""
-    if (beta is None or not 0 < beta <= 1) and isinstance(as_run, dict) and "beta" not in ds:
-        beta = _num(as_run.get("beta"))
+    if beta is None and BUDGET not in ds:
+        beta = selection_fraction(as_run)
         beta_note = f"beta = {beta:.3g}, as the run resolved it" if beta is not None else ""
-    if beta is None or not 0 < beta <= 1:
-        post_beta = float(np.nanmean(ds["beta"].values)) if "beta" in ds else None
+    if beta is None:
+        post_beta = float(np.nanmean(ds[BUDGET].values)) if BUDGET in ds else None
         beta = post_beta if post_beta is not None and 0 < post_beta <= 1 else 0.5
         beta_note = (f"beta = {beta:.3g}, the posterior mean of the latent beta" if post_beta is not None
                      else "beta = 0.5 (the model gives no fixed beta)")

@@ -1,4 +1,5 @@
-"""Minibatch indices for the sampler: fixed-size batches without replacement within an epoch."""
+"""Minibatch row indices: fixed-size batches without replacement within an epoch (the sampler's streams, the
+baselines' training loop and their meta batches all draw them here)."""
 from __future__ import annotations
 
 import torch
