@@ -1,6 +1,7 @@
 """What a BADS model sees: the problem (network, data, loss) and, per step, a `ModelContext`."""
 from __future__ import annotations
 
+import contextlib
 import copy
 import itertools
 from dataclasses import dataclass
@@ -9,7 +10,9 @@ from typing import Callable
 import torch
 from torch import nn
 from torch.func import functional_call
+from torch.utils.data import Dataset
 
+from .data.rows import DatasetRows, take
 from .errors import DataError
 from .losses import cross_entropy
 
@@ -21,20 +24,24 @@ class Problem:
     """A network, its per-example loss and the train and meta tensors it is fitted on.
 
     The data are held once, as given: `batch` gathers a step's train and meta rows into the one input of a
-    forward pass.
+    forward pass. `x_train` and `x_meta` may also be read on demand: a `pyro_dps.data.DatasetRows` (or a
+    map-style torch Dataset, wrapped in one), whose rows are read a batch at a time (labels stay tensors).
     """
 
     net: nn.Module
-    x_train: torch.Tensor
+    x_train: torch.Tensor | DatasetRows
     y_train: torch.Tensor
-    x_meta: torch.Tensor | None = None
+    x_meta: torch.Tensor | DatasetRows | None = None
     y_meta: torch.Tensor | None = None
     loss: LossFn = cross_entropy
     total_train: int | None = None  # N_t of the whole training set when this problem holds one shard of it
 
     def __post_init__(self) -> None:
+        for name in ("x_train", "x_meta"):
+            if isinstance(getattr(self, name), Dataset):
+                setattr(self, name, DatasetRows(getattr(self, name)))
         if self.x_meta is None:
-            self.x_meta = self.x_train[:0]
+            self.x_meta = self.x_train.empty() if isinstance(self.x_train, DatasetRows) else self.x_train[:0]
             self.y_meta = self.y_train[:0]
         self._validate()
         self.param_shapes = {name: p.shape for name, p in self.net.named_parameters()}
@@ -44,13 +51,16 @@ class Problem:
         """Shapes, dtypes and values that would otherwise fail deep inside a step."""
         for name in ("x_train", "y_train", "x_meta", "y_meta"):
             value = getattr(self, name)
-            if not torch.is_tensor(value):
-                raise DataError(f"{name} must be a torch.Tensor, got {type(value).__name__}")
+            if not torch.is_tensor(value) and not (name.startswith("x") and isinstance(value, DatasetRows)):
+                kinds = "a torch.Tensor, a pyro_dps.data.DatasetRows or a map-style Dataset" if name.startswith("x") \
+                    else "a torch.Tensor"
+                raise DataError(f"{name} must be {kinds}, got {type(value).__name__}")
         for split in ("train", "meta"):
             x, y = getattr(self, f"x_{split}"), getattr(self, f"y_{split}")
             if x.shape[0] != y.shape[0]:
                 raise DataError(f"x_{split} has {x.shape[0]} rows but y_{split} has {y.shape[0]}")
-            if x.is_floating_point() and not bool(torch.isfinite(x).all()):
+            # rows read on demand are not all read here: a row with non-finite values fails the steps that batch it
+            if torch.is_tensor(x) and x.is_floating_point() and not bool(torch.isfinite(x).all()):
                 bad = int((~torch.isfinite(x)).reshape(x.shape[0], -1).any(1).nonzero()[0, 0])
                 raise DataError(f"x_{split} has non-finite values (first at row {bad})")
         if self.x_train.shape[0] == 0:
@@ -92,12 +102,25 @@ class Problem:
         """Width of the network's output (the number of classes for a classifier); from one probe row."""
         if not hasattr(self, "_n_outputs"):
             with torch.no_grad():
-                self._n_outputs = int(self.net(self.x_train[:1]).shape[-1])
+                self._n_outputs = int(self.net(_first_row(self.x_train)).shape[-1])
         return self._n_outputs
 
     @property
     def device(self) -> torch.device:
         return self.x_train.device
+
+    @property
+    def streams(self) -> bool:
+        """Whether some features are read on demand (a `DatasetRows`), not held as tensors."""
+        return isinstance(self.x_train, DatasetRows) or isinstance(self.x_meta, DatasetRows)
+
+    def repeatable_reads(self) -> contextlib.ExitStack:
+        """A context in which rows read on demand read the same values when gathered again (`DatasetRows.repeatable`;
+        nothing changes for tensors): two evaluations of one batch that are compared see the same data."""
+        stack = contextlib.ExitStack()
+        for x in {id(x): x for x in (self.x_train, self.x_meta) if isinstance(x, DatasetRows)}.values():
+            stack.enter_context(x.repeatable())
+        return stack
 
     def forward(self, params: dict[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
         """The network's output with the given parameters (the module's own are not used)."""
@@ -121,11 +144,12 @@ class Problem:
     def batch(self, train_idx: torch.Tensor, meta_idx: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """(x, y) of a batch: training rows `train_idx`, then meta rows `meta_idx` (none when None).
 
-        Two gathers and a concatenation of the batch's rows only (static shapes: `torch.compile` traces it).
+        Two gathers and a concatenation of the batch's rows only (static shapes: `torch.compile` traces it); a
+        `DatasetRows` reads just those rows.
         """
         if meta_idx is None:
-            return self.x_train[train_idx], self.y_train[train_idx]
-        return (torch.cat([self.x_train[train_idx], self.x_meta[meta_idx]]),
+            return take(self.x_train, train_idx), self.y_train[train_idx]
+        return (torch.cat([take(self.x_train, train_idx), take(self.x_meta, meta_idx)]),
                 torch.cat([self.y_train[train_idx], self.y_meta[meta_idx]]))
 
     def losses(self, params: dict[str, torch.Tensor], train_idx: torch.Tensor,
@@ -142,8 +166,14 @@ class Problem:
 
     def shard(self, lo: int, hi: int) -> "Problem":
         """Training rows [lo, hi) with the full meta set; the model still sees the whole N_t."""
-        return Problem(self.net, self.x_train[lo:hi], self.y_train[lo:hi], self.x_meta, self.y_meta, self.loss,
+        x = self.x_train.rows(lo, hi) if isinstance(self.x_train, DatasetRows) else self.x_train[lo:hi]
+        return Problem(self.net, x, self.y_train[lo:hi], self.x_meta, self.y_meta, self.loss,
                        self.n_train_total)
+
+
+def _first_row(x: torch.Tensor | DatasetRows) -> torch.Tensor:
+    """Row 0 as a batch of one (a probe input): a view of a tensor, one read of a row source."""
+    return x.gather(torch.arange(1)) if isinstance(x, DatasetRows) else x[:1]
 
 
 def _network_on(net: nn.Module, device: torch.device | str) -> nn.Module:

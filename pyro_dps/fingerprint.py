@@ -87,10 +87,18 @@ def run_fingerprint(model: Callable, problem, hyper: dict, sampler: dict, extra:
     return {**plain(extra or {}),
             "sampler": plain({k: v for k, v in sampler.items() if k not in FREE_SAMPLER_KEYS}),
             "hyper": plain(hyper), "model": model_identity(model),
-            "tensors": {"train": tensor_digest(problem.x_train, problem.y_train),
-                        "meta": tensor_digest(problem.x_meta, problem.y_meta),
+            "tensors": {"train": _data_digest(problem.x_train, problem.y_train),
+                        "meta": _data_digest(problem.x_meta, problem.y_meta),
                         "network": {k: list(v) for k, v in problem.param_shapes.items()}},
             "package": package()}
+
+
+def _data_digest(x, y: torch.Tensor) -> str | dict:
+    """`tensor_digest` of features and labels; of rows read on demand (a DatasetRows), their `fingerprint()`
+    (kind, shape, dtype: their bytes are not read) and the labels' digest."""
+    if torch.is_tensor(x):
+        return tensor_digest(x, y)
+    return {"rows": x.fingerprint(), "labels": tensor_digest(y)}
 
 
 def first_differences(saved: Any, now: Any, where: str = "") -> list[tuple[str, str, str]]:

@@ -55,7 +55,7 @@ import torch
 
 from .context import Problem
 from .data import stratified_split
-from .errors import DPSError, UnresolvedAuto
+from .errors import ConfigError, DPSError, UnresolvedAuto
 from .training import Trainer, per_example_loss
 
 SE_RULE = 1.0  # standard errors of the one-standard-error rule (rule step 2)
@@ -100,6 +100,10 @@ def best_bin_estimate(train_scores: np.ndarray, meta_scores: np.ndarray,
 def cross_fitted_scores(problem: Problem, steps: int, batch_size: int = 128, lr: float = 1e-3,
                         seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     """Out-of-fold scores of every train and meta example (two folds; rule step 1)."""
+    if problem.streams:
+        raise ConfigError("beta = 'auto' trains two scoring networks on all of D_t and D_m held in memory, but this "
+                          "problem reads its features on demand (a DatasetRows); give beta as a number in (0, 1], "
+                          "e.g. {'beta': 0.5}")
     gen = torch.Generator().manual_seed(seed)
     halves_t = torch.randperm(problem.n_train, generator=gen).tensor_split(2)
     halves_m = stratified_split(problem.y_meta, 0.5, seed) if _is_classifier(problem) \

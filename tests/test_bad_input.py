@@ -47,9 +47,6 @@ CASES = {
     "labels of wrong dtype": (lambda: _problem(y_train=torch.zeros(50))(), DataError, "y_train"),
     "empty meta set": (lambda: _fit(Problem(nn.Linear(4, 3), *_xy(), _xy()[0][:0], _xy()[1][:0])), DataError,
                        "meta set"),
-    "meta classes missing": (lambda: from_arrays(np.zeros((6, 2)), np.array([0, 1, 2, 0, 1, 2]), np.zeros((2, 2)),
-                                                 np.array([0, 1]), np.zeros((3, 2)), np.array([0, 1, 2]),
-                                                 num_classes=3), DataError, "2"),
     "beta above 1": (lambda: _fit(hyper={"beta": 1.5}), ConfigError, "beta"),
     "beta zero": (lambda: _fit(hyper={"beta": 0.0}), ConfigError, "beta"),
     "sigma not positive": (lambda: _fit(hyper={"beta": 0.5, "sigma": 0.0}), ConfigError, "sigma"),
@@ -83,3 +80,13 @@ def test_corrupt_npz_via_cli(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "broken.npz" in err and err.count("\n") == 1
     assert not out.exists()
+
+
+def test_meta_classes_missing_warn_and_name_the_classes():
+    """A meta set without some classes is what some users have: a warning naming the class and counting the
+    training examples that carry it, not an error (tests/test_data.py checks the message's counts too)."""
+    from pyro_dps.errors import MetaCoverageWarning
+
+    with pytest.warns(MetaCoverageWarning, match=r"classes \[2\]: 2 of the 6 training examples"):
+        from_arrays(np.zeros((6, 2)), np.array([0, 1, 2, 0, 1, 2]), np.zeros((2, 2)), np.array([0, 1]),
+                    np.zeros((3, 2)), np.array([0, 1, 2]), num_classes=3)

@@ -10,6 +10,7 @@ from pyro_dps.data.corruption import (
     long_tail_counts,
     symmetric_noise,
 )
+from pyro_dps.data.files import ImageFolder, NpyRows, image_folder, image_to_tensor, npy_rows
 from pyro_dps.data.loaders import (
     CIFAR10_CLASS_NAMES,
     DATA_ENV_VAR,
@@ -23,6 +24,7 @@ from pyro_dps.data.loaders import (
     load_mnist_idx,
     load_npz,
 )
+from pyro_dps.data.rows import DatasetRows
 from pyro_dps.data.splits import DataSplits, from_arrays, from_datasets
 from pyro_dps.data.stratified import stratified_split
 from pyro_dps.data.text import REVIEW_DOMAINS, load_reviews, mean_weight_by_domain, reviews_splits
@@ -34,6 +36,9 @@ __all__ = [
     "MNIST_ASYMMETRIC",
     "REVIEW_DOMAINS",
     "DataSplits",
+    "DatasetRows",
+    "ImageFolder",
+    "NpyRows",
     "asymmetric_noise",
     "binary_imbalance",
     "channel_stats",
@@ -42,6 +47,8 @@ __all__ = [
     "digits_splits",
     "from_arrays",
     "from_datasets",
+    "image_folder",
+    "image_to_tensor",
     "images_to_float",
     "load_cifar10",
     "load_cifar10_batches",
@@ -55,6 +62,7 @@ __all__ = [
     "mean_weight_by_domain",
     "mnist_4v9_splits",
     "mnist_like_noisy_splits",
+    "npy_rows",
     "reviews_splits",
     "stratified_split",
     "symmetric_noise",

@@ -59,8 +59,9 @@ def make_potential(model: Callable, problem: Problem, hyper: dict[str, Any] | No
     table = torch.randn(problem.n_train, generator=generator, device=problem.device) if generator is None \
         else torch.randn(problem.n_train, generator=generator).to(problem.device)
     b = min(8, problem.n_train)
-    disagreement = check_agreement(fused, trace, theta, table, torch.arange(b, device=problem.device),
-                                   torch.arange(min(4, problem.n_meta), device=problem.device))
+    with problem.repeatable_reads():  # both paths see the same rows (a random augmentation reads them once)
+        disagreement = check_agreement(fused, trace, theta, table, torch.arange(b, device=problem.device),
+                                       torch.arange(min(4, problem.n_meta), device=problem.device))
     if disagreement:
         if kind == "fused":
             raise ModelError(f"fused path disagrees with the Pyro trace: {disagreement}")

@@ -1,0 +1,167 @@
+"""Training features read on demand: a map-style Dataset behind the `Problem`, read a minibatch's rows at a time.
+
+    rows = DatasetRows(dataset)            # items x or (x, ...); the dataset's own transforms run per item
+    problem = Problem(net, rows, y_train, x_meta, y_meta)
+    rows.loads, rows.largest_gather        # items read so far, the most read by one gather
+
+`gather(idx)` reads items `idx` (in that order) and stacks their features; nothing reads all rows at once
+unless asked (`rows[a:b]` reads rows a..b-1: the report's suggested labels read D_t so, in chunks).
+A dataset with `__getitems__` (torch's batched-fetch protocol; `NpyRows` has one) is read with one call per
+gather. The user's transforms (e.g. random augmentation) are applied on every read: the same row gives a new
+view at every step that batches it.
+"""
+from __future__ import annotations
+
+from contextlib import contextmanager
+from typing import Any, Iterator
+
+import torch
+from torch.utils.data import Dataset
+
+from pyro_dps.errors import DataError
+
+
+class _Counter:
+    """Items read and the largest single gather, shared by every view of one source (`to`, `rows`)."""
+
+    def __init__(self) -> None:
+        self.loads = 0
+        self.largest = 0
+        self.gathers = 0
+        self.memo: dict | None = None  # rows read within `repeatable()`: a second gather of them reads nothing
+
+
+class DatasetRows:
+    """The features of a map-style `torch.utils.data.Dataset` (items x or (x, ...)) as rows read on demand.
+
+    Quacks like the feature tensor where the package reads a few rows: `shape`, `dtype`, `device`, `len`,
+    `gather(idx)` and `self[int | slice | LongTensor]` (each a gather), `to(device)` (gathered rows are moved
+    there) and `rows(lo, hi)` (a view of rows [lo, hi), for a shard). Item 0 is read once, to learn the
+    per-item feature shape and dtype; every item must match them.
+    """
+
+    def __init__(self, dataset: Dataset, device: torch.device | str = "cpu", *, _view: tuple | None = None):
+        if not isinstance(dataset, Dataset) or not hasattr(dataset, "__getitem__") or not hasattr(dataset, "__len__"):
+            raise DataError(f"DatasetRows needs a map-style torch.utils.data.Dataset (with __getitem__ and __len__), "
+                            f"got {type(dataset).__name__}")
+        self.dataset = dataset
+        self.device = torch.empty(0, device=device).device
+        if _view is not None:
+            self.offset, self.n, self.feature_shape, self.dtype, self._counter = _view
+            return
+        self.offset, self.n, self._counter = 0, len(dataset), _Counter()
+        if self.n == 0:
+            raise DataError("the dataset is empty: at least 1 row is required")
+        first = self._features(dataset[0], 0)
+        self._counter.loads = 1
+        self.feature_shape, self.dtype = tuple(first.shape), first.dtype
+
+    # ---- what the package reads ------------------------------------------------------------------------
+    def __len__(self) -> int:
+        return self.n
+
+    @property
+    def shape(self) -> torch.Size:
+        return torch.Size((self.n, *self.feature_shape))
+
+    @property
+    def loads(self) -> int:
+        """Items read from the dataset so far (item 0 at construction, then every gather's; over every view)."""
+        return self._counter.loads
+
+    @property
+    def largest_gather(self) -> int:
+        return self._counter.largest
+
+    @property
+    def gathers(self) -> int:
+        return self._counter.gathers
+
+    def gather(self, idx: torch.Tensor) -> torch.Tensor:
+        """The features of rows `idx` (a LongTensor, any device), stacked (len(idx), *feature_shape), on `device`."""
+        rows = [int(i) for i in torch.as_tensor(idx).reshape(-1).tolist()]
+        if not rows:
+            return torch.empty((0, *self.feature_shape), dtype=self.dtype, device=self.device)
+        bad = [i for i in rows if not -self.n <= i < self.n]
+        if bad:
+            raise DataError(f"row {bad[0]} is out of range for {self.n} rows")
+        items = [self.offset + (i % self.n) for i in rows]
+        memo = self._counter.memo
+        if memo is not None and tuple(items) in memo:
+            return memo[tuple(items)].to(self.device)
+        if hasattr(self.dataset, "__getitems__"):
+            got = self.dataset.__getitems__(items)
+        else:
+            got = [self.dataset[i] for i in items]
+        c = self._counter
+        c.loads, c.gathers, c.largest = c.loads + len(items), c.gathers + 1, max(c.largest, len(items))
+        out = torch.stack([self._features(item, i) for item, i in zip(got, items, strict=True)])
+        if memo is not None:
+            memo[tuple(items)] = out
+        return out.to(self.device)
+
+    @contextmanager
+    def repeatable(self) -> Iterator[None]:
+        """Within it, gathering the same rows again gives the same tensor, not a new read (a random
+        augmentation would differ): for checks that evaluate one batch twice and compare."""
+        self._counter.memo = {}
+        try:
+            yield
+        finally:
+            self._counter.memo = None
+
+    def __getitem__(self, key: Any) -> torch.Tensor:
+        """Rows as a tensor: `self[i]` one row (no batch dimension), `self[a:b]` and `self[idx]` stacked."""
+        if isinstance(key, int) or (torch.is_tensor(key) and key.dim() == 0):
+            return self.gather(torch.tensor([int(key)]))[0]
+        if isinstance(key, slice):
+            return self.gather(torch.arange(self.n)[key])
+        return self.gather(torch.as_tensor(key))
+
+    def to(self, device: torch.device | str) -> "DatasetRows":
+        """The same rows, gathered onto `device` (the dataset and its load count are shared)."""
+        return DatasetRows(self.dataset, device, _view=(self.offset, self.n, self.feature_shape, self.dtype,
+                                                        self._counter))
+
+    def rows(self, lo: int, hi: int) -> "DatasetRows":
+        """A view of rows [lo, hi) (nothing is read)."""
+        lo, hi = max(0, lo), min(self.n, hi)
+        return DatasetRows(self.dataset, self.device, _view=(self.offset + lo, max(0, hi - lo), self.feature_shape,
+                                                             self.dtype, self._counter))
+
+    def empty(self) -> torch.Tensor:
+        """No rows, as a tensor of this source's feature shape and dtype (a problem without a meta set)."""
+        return torch.empty((0, *self.feature_shape), dtype=self.dtype, device=self.device)
+
+    def fingerprint(self) -> dict:
+        """What a checkpoint records of these rows: their kind, count, shape and dtype (their bytes are not read)."""
+        return {"rows": type(self.dataset).__name__, "shape": list(self.shape), "dtype": str(self.dtype)}
+
+    def __repr__(self) -> str:
+        return f"DatasetRows({type(self.dataset).__name__}, shape={tuple(self.shape)}, dtype={self.dtype})"
+
+    # ---- one item's features ---------------------------------------------------------------------------
+    def _features(self, item: Any, index: int) -> torch.Tensor:
+        x = item[0] if isinstance(item, (tuple, list)) else item
+        if not torch.is_tensor(x):
+            try:
+                x = torch.as_tensor(x)
+            except (TypeError, ValueError, RuntimeError) as exc:
+                raise DataError(f"item {index} of the dataset has features of type {type(x).__name__}, not a tensor "
+                                "(give a transform that makes one, e.g. torchvision's ToTensor)") from exc
+        if hasattr(self, "feature_shape") and tuple(x.shape) != self.feature_shape:
+            raise DataError(f"item {index} of the dataset has features of shape {tuple(x.shape)}, but item 0 has "
+                            f"{self.feature_shape}: every item must have the same shape")
+        if hasattr(self, "dtype") and x.dtype != self.dtype:
+            raise DataError(f"item {index} of the dataset has dtype {x.dtype}, but item 0 has {self.dtype}")
+        return x
+
+
+def is_row_source(value: Any) -> bool:
+    """Whether `value` is read on demand (a `DatasetRows`), not held as a tensor."""
+    return isinstance(value, DatasetRows)
+
+
+def take(x: torch.Tensor | DatasetRows, idx: torch.Tensor) -> torch.Tensor:
+    """Rows `idx` of a feature tensor (indexing, as ever) or of a row source (a gather)."""
+    return x.gather(idx) if isinstance(x, DatasetRows) else x[idx]
