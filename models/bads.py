@@ -64,17 +64,18 @@ def meta_weight(n_train: int, n_meta: int, beta: float, rho_t: float, rho_m: flo
 
 
 def check_hyper(beta: float, sigma: float | None, **positive: float | None) -> None:
-    """Impossible hyper-parameters raise ConfigError naming the field and the value (None: a derived default)."""
-    if beta == "auto":
-        raise UnresolvedAuto("beta = 'auto' is resolved by pyro_dps.fit (it estimates the useful fraction of D_t "
-                          "from the data); call the model with a number")
-    if not isinstance(beta, (int, float)) or isinstance(beta, bool) or not 0 < beta <= 1:
-        raise ConfigError(f"beta must be in (0, 1], got {beta!r}")
-    if sigma is not None and (not isinstance(sigma, (int, float)) or not sigma > 0):
+    """Impossible hyper-parameters raise ConfigError naming the field and the value (None: a derived default);
+    beta = "auto" raises UnresolvedAuto, after the others are checked."""
+    if sigma is not None and (not isinstance(sigma, (int, float)) or isinstance(sigma, bool) or not sigma > 0):
         raise ConfigError(f"sigma must be > 0, got {sigma!r}")
     for name, value in positive.items():
         if value is not None and (not isinstance(value, (int, float)) or isinstance(value, bool) or not value > 0):
             raise ConfigError(f"{name} must be > 0, got {value!r}")
+    if beta == "auto":
+        raise UnresolvedAuto("beta = 'auto' is resolved by pyro_dps.fit (it estimates the useful fraction of D_t "
+                             "from the data); call the model with a number")
+    if not isinstance(beta, (int, float)) or isinstance(beta, bool) or not 0 < beta <= 1:
+        raise ConfigError(f"beta must be in (0, 1], got {beta!r}")
 
 
 def model(ctx, beta: float | str = "auto", sigma: float | None = None, rho_t: float = 1.0,

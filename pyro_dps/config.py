@@ -11,6 +11,7 @@ from typing import Any
 from .bounds import MAX_DEPTH, MAX_STEPS, MAX_STEP_SIZE, MAX_WIDTH, SEED_MAX, check_int, check_real
 from .driver import SamplerConfig
 from .errors import ConfigError
+from .model_hyper import check_model_hyper
 
 MAX_CONFIG_BYTES = 1 << 20  # a scenario file is a few hundred bytes; anything near this is not one
 DATA_BOUNDS = {"seed": (0, SEED_MAX), "meta_per_class": (1, 10 ** 6), "test_per_class": (0, 10 ** 6),
@@ -200,23 +201,12 @@ def check_baseline(name: str, settings: dict) -> None:
 
 
 def _check_values(config: dict) -> None:
+    """model.hyper: finite numbers (a rule of the file format), then the model's own rules (`model_hyper`)."""
     hyper = config["model"]["hyper"]
-    beta = hyper.get("beta")
-    if beta is not None and beta != "auto" and (not isinstance(beta, (int, float)) or isinstance(beta, bool)
-                                                 or not 0 < beta <= 1):
-        raise ConfigError(f"model.hyper.beta must be a number in (0, 1] or 'auto', got {beta!r}")
-    sigma = hyper.get("sigma")
-    if isinstance(sigma, (int, float)) and not sigma > 0:
-        raise ConfigError(f"model.hyper.sigma must be > 0, got {sigma!r}")
-    for key in ("rho_t", "rho_m", "prior_scale"):
-        value = hyper.get(key)
-        if value is not None and (not isinstance(value, (int, float)) or not value > 0):
-            raise ConfigError(f"model.hyper.{key} must be a number > 0, got {value!r}")
     for key, value in hyper.items():
         if isinstance(value, float) and not math.isfinite(value):
             raise ConfigError(f"model.hyper.{key} must be finite, got {value!r}")
-        if isinstance(value, bool) and key in DEMO["model"]["hyper"] | {"sigma": None}:
-            raise ConfigError(f"model.hyper.{key} must be a number, got {value!r}")
+    check_model_hyper(config["model"]["file"], hyper)
 
 
 def parse_override(item: str) -> tuple[list[str], Any]:

@@ -70,7 +70,7 @@ def test_make_potential_takes_the_fused_path_for_the_class_balanced_model():
     """The per-class sums are part of the fused structure; `make_potential` checks it against the trace."""
     potential = make_potential(class_balanced.model, _imbalanced(), {"beta": 0.04, "sigma": 1.0})
     assert potential.kind == "fused" and potential.sum_groups is not None
-    assert potential._normal_sparsity is not None  # the per-class Normal's gradient in closed form
+    assert potential.normal_sum_prior is not None  # the per-class Normal's gradient in closed form
 
 
 @pytest.mark.parametrize("kind", ["fused", "trace"])

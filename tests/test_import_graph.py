@@ -91,7 +91,7 @@ def test_the_package_has_no_import_cycle():
 STAGES = {
     "base": ("pyro_dps", "pyro_dps.errors", "pyro_dps.quiet", "pyro_dps.losses", "pyro_dps.metrics",
              "pyro_dps.networks", "pyro_dps.outputs", "pyro_dps.safefile", "pyro_dps.fingerprint",
-             "pyro_dps.model_loader", "pyro_dps.rundir"),
+             "pyro_dps.model_loader", "pyro_dps.model_hyper", "pyro_dps.rundir"),
     "data": ("pyro_dps.data", "pyro_dps.text", "pyro_dps.training", "pyro_dps.baselines"),
     "model": ("pyro_dps.context",),
     "potential": ("pyro_dps.potential", "pyro_dps.useful_fraction"),

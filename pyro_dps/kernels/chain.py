@@ -40,7 +40,7 @@ def initial_weights(potential: SiteLayout) -> torch.Tensor:
     """Every chain's starting weights (length N_t of this process): the sum prior's target spread evenly,
     k_g / n_g in each group g (the mode of the prior's sum), else the model's `beta`, else 1/2."""
     p = potential.problem
-    normal = getattr(potential, "_normal_sparsity", None)
+    normal = potential.normal_sum_prior
     if normal is None:
         beta = selection_fraction(potential.hyper)
         beta = 0.5 if beta is None else beta

@@ -134,7 +134,7 @@ def exact_weights_reason(potential, temperature: float) -> str:
     if not hasattr(potential, "grads_given") or not potential.supported():
         why = getattr(potential, "reason", "") or getattr(potential, "fused_reason", "") or "the trace path runs"
         return f"it needs the fused potential ({why})"
-    if potential._normal_sparsity is None:
+    if potential.normal_sum_prior is None:
         return "the prior on the weights' sum is not Normal with one scale"
     if not temperature > 0:
         return "temperature is 0 (the conditional has no spread to draw from)"
@@ -148,6 +148,6 @@ def conditional_weights(potential, temperature: float, candidates: int = 8) -> C
         raise ConfigError(f"weight_update = 'exact' is not available: {reason}; use weight_update = 'langevin'")
     if not isinstance(candidates, int) or isinstance(candidates, bool) or not 1 <= candidates <= 1024:
         raise ConfigError(f"candidates must be an integer in [1, 1024], got {candidates!r}")
-    loc, scale = potential._normal_sparsity
+    loc, scale = potential.normal_sum_prior
     loc = torch.as_tensor(loc, dtype=torch.float64, device=potential.problem.device).reshape(-1)
     return ConditionalWeights(potential.rho_t, loc, scale, potential.base, candidates)

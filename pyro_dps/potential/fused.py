@@ -56,7 +56,7 @@ class FusedPotential(SiteLayout):
         if self.reason:
             return
         self.base, self.sparsity = priors.base, priors.sparsity
-        self._normal_sparsity = priors.normal_sparsity  # (loc, scale) of a Normal sum prior: a closed-form gradient
+        self.normal_sum_prior = priors.normal_sparsity  # (loc, scale) of a Normal sum prior: a closed-form gradient
         self.prior_loc, self.prior_precision = priors.theta_loc, priors.theta_precision
         self._network = self._private_network()
 
@@ -67,8 +67,8 @@ class FusedPotential(SiteLayout):
         """rho_t and rho_m, and the loc and scale of a Normal w_sum prior (one per class for class sums), as
         read off the probe trace: what defaults such as sigma = None or rho_m = None resolved to."""
         out: dict[str, Any] = {"rho_t": self.rho_t, "rho_m": self.rho_m}
-        if self._normal_sparsity is not None:
-            loc, scale = self._normal_sparsity
+        if self.normal_sum_prior is not None:
+            loc, scale = self.normal_sum_prior
             out.update(w_sum_loc=loc if isinstance(loc, float) else loc.tolist(), w_sum_scale=scale)
         return out
 
@@ -124,7 +124,7 @@ class FusedPotential(SiteLayout):
                                      labels: torch.Tensor | None, temperature: float) -> torch.Tensor:
         """d/du of `_weights_log_conditional` for a uniform base and a Normal sum prior:
         d/du [-rho_t w l + log N(S) + T log w(1-w)] in closed form."""
-        loc, scale = self._normal_sparsity
+        loc, scale = self.normal_sum_prior
         pull = (self._totals(w_sum_rest, w, labels) - loc) * (-1.0 / scale ** 2)
         dw = l_t.mul(-self.rho_t).add_((pull if labels is None else pull[labels]).float())
         return dw.mul_(w * (1 - w)).add_(1 - 2 * w, alpha=temperature)
@@ -145,7 +145,7 @@ class FusedPotential(SiteLayout):
         """The gradients `batch_log_joint` gives, from the private network's own backward pass: theta's of the
         minibatch estimate (weights held fixed), the batch's unconstrained weights' of their exact
         conditional (unscaled; losses held fixed)."""
-        analytic = self.base is None and self._normal_sparsity is not None
+        analytic = self.base is None and self.normal_sum_prior is not None
         u = u_batch.detach() if analytic else u_batch.detach().requires_grad_()
         w = torch.sigmoid(u)
         losses = self._forward(theta, train_idx, meta_idx)
@@ -191,8 +191,8 @@ class FusedPotential(SiteLayout):
         return w_sum_rest.index_add(0, labels, w.to(w_sum_rest.dtype))
 
     def _sparsity_log_prob(self, total: torch.Tensor) -> torch.Tensor:
-        if self._normal_sparsity is not None:
-            loc, scale = self._normal_sparsity
+        if self.normal_sum_prior is not None:
+            loc, scale = self.normal_sum_prior
             return -0.5 * ((total - loc) / scale).square().sum()
         return self.sparsity.log_prob(total)
 

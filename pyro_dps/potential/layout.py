@@ -96,6 +96,9 @@ class SiteLayout:
         self.reference = self._reference_trace()
         # labels to keep per-class weight sums by (a model that uses ctx.w_sum_by_label), else None
         self.sum_groups = problem.y_train if self._probe_ctx.used_label_sums else None
+        # (loc, scale) of a Normal prior on the weights' sum (per class with sum_groups) when a path reads it in
+        # closed form (the fused path), else None: what the exact weight draws and the chains' start use
+        self.normal_sum_prior = None
         self.globals: list[GlobalSite] = []
         self.local_site: str | None = None
         self.weight_site: str | None = None  # a deterministic per-example weight (weight-network models)
