@@ -157,11 +157,6 @@ class DatasetRows:
         return x
 
 
-def is_row_source(value: Any) -> bool:
-    """Whether `value` is read on demand (a `DatasetRows`), not held as a tensor."""
-    return isinstance(value, DatasetRows)
-
-
 def take(x: torch.Tensor | DatasetRows, idx: torch.Tensor) -> torch.Tensor:
     """Rows `idx` of a feature tensor (indexing, as ever) or of a row source (a gather)."""
     return x.gather(idx) if isinstance(x, DatasetRows) else x[idx]

@@ -22,6 +22,7 @@ from typing import Any, Callable
 import torch
 
 from ..context import Problem
+from ..data.batches import row_indices
 from ..draws import DrawStore
 from ..errors import ConfigError, DataError
 from ..fingerprint import run_fingerprint
@@ -174,20 +175,8 @@ class LoopSampler:
 
     @staticmethod
     def _rows(idx, n: int, name: str, device: torch.device, distinct: bool = False) -> torch.Tensor:
-        """`idx` as a 1-D long tensor of rows in [0, n) on `device` (distinct rows when asked), else DataError."""
-        try:
-            idx = torch.as_tensor(idx)
-        except (TypeError, ValueError, RuntimeError) as exc:
-            raise DataError(f"{name} must be a 1-D integer tensor of row indices, got {type(idx).__name__}") from exc
-        if idx.dtype == torch.bool or idx.is_floating_point() or idx.is_complex() or idx.dim() != 1:
-            raise DataError(f"{name} must be a 1-D integer tensor of row indices, got {idx.dtype} of shape "
-                            f"{tuple(idx.shape)}")
-        if idx.numel() and (int(idx.min()) < 0 or int(idx.max()) >= n):
-            raise DataError(f"{name} must hold row indices in [0, {n}), got values in "
-                            f"[{int(idx.min())}, {int(idx.max())}]")
-        if distinct and idx.unique().numel() != idx.numel():
-            raise DataError(f"{name} repeats a row: each row's weight is updated once per step")
-        return idx.to(device=device, dtype=torch.long)
+        """`idx` checked (`data.batches.row_indices`) and moved to `device`."""
+        return row_indices(idx, n, name, distinct).to(device)
 
     def _info(self, step_size: float, recorded: bool) -> dict[str, Any]:
         """What the step reports: the losses and mean weight as `SGMCMCKernel.logging()` shows them."""

@@ -8,20 +8,16 @@ O(N_t)). Every `record_every` steps after `burn_in` the whole table is kept as o
 from __future__ import annotations
 
 import math
+import sys
 
 import numpy as np
 import torch
 
+from ..bounds import check_int
+from ..data.batches import row_indices
 from ..errors import ConfigError, DataError
 from ..kernels.conditional import ConditionalWeights
 from pyro_dps.models.bads import check_hyper, default_sigma, meta_weight
-
-
-def _check_int(name: str, value, low: int, allow_none: bool = False) -> None:
-    if value is None and allow_none:
-        return
-    if not isinstance(value, int) or isinstance(value, bool) or value < low:
-        raise ConfigError(f"{name} must be an integer >= {low}{' or None' if allow_none else ''}, got {value!r}")
 
 
 class WeightTable:
@@ -40,9 +36,10 @@ class WeightTable:
         if not isinstance(temperature, (int, float)) or isinstance(temperature, bool) or not temperature > 0:
             raise ConfigError(f"temperature must be > 0 (the weights' conditional has no spread at 0), "
                               f"got {temperature!r}")
-        _check_int("record_every", record_every, 1)
-        _check_int("burn_in", burn_in, 0, allow_none=True)
-        _check_int("seed", seed, 0)
+        check_int(record_every, "record_every", 1, sys.maxsize)
+        if burn_in is not None:
+            check_int(burn_in, "burn_in", 0, sys.maxsize)
+        check_int(seed, "seed", 0, sys.maxsize)
         if n_train < 1:
             raise DataError("the training set is empty: there are no weights to draw")
         if n_meta < 1:
@@ -61,17 +58,12 @@ class WeightTable:
         self.draw_steps: list[int] = []
 
     def rows(self, index) -> torch.Tensor:
-        """`index` as distinct row numbers in [0, N_t) (CPU long), else DataError."""
-        idx = torch.as_tensor(index).detach().cpu()
-        if idx.dtype in (torch.bool,) or idx.is_floating_point() or idx.dim() != 1 or idx.numel() == 0:
-            raise DataError(f"the batch's 'index' must be a non-empty 1-D integer tensor of row numbers, got "
-                            f"{idx.dtype} of shape {tuple(idx.shape)}")
-        if int(idx.min()) < 0 or int(idx.max()) >= self.n_train:
-            raise DataError(f"the batch's 'index' must hold rows in [0, {self.n_train}) (the training set's "
-                            f"length), got values in [{int(idx.min())}, {int(idx.max())}]")
-        if idx.unique().numel() != idx.numel():
-            raise DataError("the batch's 'index' repeats a row: each example's weight is drawn once per step")
-        return idx.long()
+        """`index` as distinct row numbers in [0, N_t) (CPU long), else DataError (`data.batches.row_indices`)."""
+        idx = row_indices(torch.as_tensor(index).detach().cpu(), self.n_train, "the batch's 'index'", distinct=True,
+                          what="rows")
+        if idx.numel() == 0:
+            raise DataError("the batch's 'index' is empty: a batch needs at least one row")
+        return idx
 
     def update(self, index, losses: torch.Tensor) -> torch.Tensor:
         """Draw the rows' new weights given their per-example losses (detached); returns them (float64, CPU).
