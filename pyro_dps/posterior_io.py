@@ -35,7 +35,7 @@ from .outputs import check_writable, config_dict, metrics_document, plain, save_
     write_weights_csv
 from .probes import PROBE_GROUP, non_probe_mask
 from .report.build import ReportInputs, build_page
-from .report.examples import _Examples, examples_from_arrays, gallery_arrays, store_gallery_examples
+from .report.examples import _Examples, as_numpy, examples_from_arrays, gallery_arrays, store_gallery_examples
 from .report.files import report_or_warn, selection_csv_path, write_page
 from .report.load import check_draws, split_probes
 from .report.suggestions import every_example, no_suggestions
@@ -45,18 +45,14 @@ from .suggested import run_suggestions
 IN_MEMORY = "a Posterior in memory"  # the run the header line of a page built from memory names
 
 
-def _numpy(values) -> np.ndarray:
-    return values.detach().cpu().numpy() if hasattr(values, "detach") else np.asarray(values)
-
-
 def example_coords(posterior, coords: dict | None = None) -> dict[str, np.ndarray]:
     """The per-example coordinates of the draws: `label` (the problem's y_train, when it is one integer label
     per training example) and the caller's `coords` (e.g. `clean`), each N_t values (DataError otherwise)."""
     n = len(posterior.draws.example_ids)
-    labels = _numpy(posterior.problem.y_train)
+    labels = as_numpy(posterior.problem.y_train)
     out = {"label": labels} if labels.shape == (n,) and labels.dtype.kind in "iu" else {}
     for key, values in (coords or {}).items():
-        out[str(key)] = _numpy(values)
+        out[str(key)] = as_numpy(values)
         if out[str(key)].shape != (n,):
             raise DataError(f"coords[{key!r}] has shape {out[str(key)].shape}; it needs one value per training "
                             f"example ({n})")

@@ -83,7 +83,7 @@ def gallery_arrays(ds, metrics: dict, x_train, own_rows: np.ndarray, true_labels
     rows = np.asarray(own_rows)[pos]  # the rows of D_t at those positions
     arrays = {"position": pos.astype(np.int64), "example": np.asarray(ds["example"].values)[pos]}
     if true_labels is not None:
-        arrays["true_label"] = _numpy(true_labels)[rows]
+        arrays["true_label"] = as_numpy(true_labels)[rows]
     if texts is not None:
         arrays["text"] = np.array([str(texts[int(r)])[:MAX_TEXT] for r in rows], dtype=f"<U{MAX_TEXT}")
     else:
@@ -98,7 +98,8 @@ def gallery_arrays(ds, metrics: dict, x_train, own_rows: np.ndarray, true_labels
     return arrays
 
 
-def _numpy(values) -> np.ndarray:
+def as_numpy(values) -> np.ndarray:
+    """A tensor (any device) or array-like as a numpy array."""
     return values.detach().cpu().numpy() if hasattr(values, "detach") else np.asarray(values)
 
 
