@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import random
+import re
+import shutil
 
 import numpy as np
 import pytest
@@ -33,11 +35,12 @@ def tiny(tmp_path_factory):
     return root
 
 
-def _args(out, steps: int, batch: int, seed: int = 0):
+def _args(out, steps: int, batch: int, seed: int = 0, save_steps: int | None = None):
+    saving = {"save_strategy": "no"} if save_steps is None else {"save_strategy": "steps", "save_steps": save_steps}
     return transformers.TrainingArguments(
         output_dir=str(out), max_steps=steps, per_device_train_batch_size=batch, learning_rate=3e-3,
-        lr_scheduler_type="constant", warmup_steps=0, weight_decay=0.0, logging_strategy="no", save_strategy="no",
-        report_to=[], use_cpu=True, seed=seed, disable_tqdm=True)
+        lr_scheduler_type="constant", warmup_steps=0, weight_decay=0.0, logging_strategy="no", report_to=[],
+        use_cpu=True, seed=seed, disable_tqdm=True, **saving)
 
 
 def _mix(per_source: int, seed: int = 0):
@@ -181,3 +184,58 @@ def test_bad_input_raises_clear_errors(tiny, tmp_path):
         table.update(torch.tensor([3, 3]), torch.ones(2))
     with pytest.raises(DataError, match="mean_weights has 3 entries but there are 16 examples"):
         write_weighted_jsonl(tmp_path / "w.jsonl", _mix(4)[0], [0.1, 0.2, 0.3])
+
+
+def _resumable(tiny, out, steps: int, examples, meta, beta: float = 0.5):
+    """A BADSTrainer saving a checkpoint every 6 steps (burn-in fixed, so runs of any length share it)."""
+    net, tok = load_causal_lm(tiny / "model")
+    return BADSTrainer(model=net.to_hf(), args=_args(out, steps, 4, save_steps=6),
+                       train_dataset=IndexedInstructions(encode(examples, tok, 32)),
+                       meta_dataset=IndexedInstructions(encode(meta, tok, 32)), beta=beta, record_every=2,
+                       burn_in=2, meta_batch_size=3)
+
+
+def test_a_resumed_run_continues_the_table_and_the_model_exactly(tiny, tmp_path):
+    """12 steps straight (a checkpoint at 6) against 6 steps, then a fresh trainer resumed from that checkpoint
+    to 12. The Trainer's own resume is exact on CPU (model, AdamW state and torch RNG from the checkpoint, the
+    epoch's order from its seeded sampler, the batches already seen skipped: step 6 is mid-epoch, 16 examples
+    in batches of 4), and the table file restores the weights, running sum, draws and both generators, so the
+    resumed run's weights, draws and parameters are bit-identical to the straight run's."""
+    examples, meta = _mix(4)
+    straight = _resumable(tiny, tmp_path / "straight", 12, examples, meta)
+    straight.train()
+    first = _resumable(tiny, tmp_path / "resumed", 6, examples, meta)
+    first.train()
+    saved = tmp_path / "resumed" / "checkpoint-6" / "bads_weight_table.safetensors"
+    assert saved.is_file() and (tmp_path / "straight" / "checkpoint-6" / saved.name).is_file()
+    assert not saved.read_bytes().startswith((b"PK", b"\x80"))  # safetensors, not a pickle
+    resumed = _resumable(tiny, tmp_path / "resumed", 12, examples, meta)
+    resumed.train(resume_from_checkpoint=True)  # the last checkpoint in output_dir: checkpoint-6
+    a, b = straight.weight_table, resumed.weight_table
+    assert resumed.state.global_step == 12 and b.draw_steps == a.draw_steps == [4, 6, 8, 10, 12]
+    assert torch.equal(a.w, b.w) and torch.equal(a.total, b.total) and not torch.equal(a.w, first.weight_table.w)
+    assert np.array_equal(straight.weight_draws(), resumed.weight_draws())
+    assert torch.equal(a.generator.get_state(), b.generator.get_state())
+    assert torch.equal(straight._meta_generator.get_state(), resumed._meta_generator.get_state())
+    theirs = resumed.model.state_dict()
+    assert all(torch.equal(v, theirs[k]) for k, v in straight.model.state_dict().items())
+
+
+def test_resuming_from_a_folder_without_a_matching_table_raises(tiny, tmp_path):
+    """No table file (a plain Trainer's checkpoint), another training set size, other settings: each fails
+    when `train` starts, before the Trainer loads anything, and leaves the trainer as it was."""
+    examples, meta = _mix(4)
+    _resumable(tiny, tmp_path / "run", 6, examples, meta).train()
+    folder = tmp_path / "run" / "checkpoint-6"
+    plain = tmp_path / "plain" / "checkpoint-6"  # as a plain Trainer writes it: no table file
+    shutil.copytree(folder, plain)
+    (plain / "bads_weight_table.safetensors").unlink()
+    trainer = _resumable(tiny, tmp_path / "again", 12, examples, meta)
+    before = trainer.weight_table.w.clone()
+    with pytest.raises(DataError, match=re.escape(f"checkpoint folder '{plain}' has no bads_weight_table.safetensors")):
+        trainer.train(resume_from_checkpoint=str(plain))
+    with pytest.raises(DataError, match="has N_t = 16 rows but the training set has 12 examples"):
+        _resumable(tiny, tmp_path / "again", 12, examples[:12], meta).train(resume_from_checkpoint=str(folder))
+    with pytest.raises(ConfigError, match="beta = 0.5 there, 0.25 here"):
+        _resumable(tiny, tmp_path / "again", 12, examples, meta, 0.25).train(resume_from_checkpoint=str(folder))
+    assert torch.equal(trainer.weight_table.w, before) and trainer.state.global_step == 0

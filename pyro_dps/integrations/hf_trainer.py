@@ -23,23 +23,31 @@ Theta is NOT sampled: it is a point estimate moved by the Trainer's optimiser, a
 Gaussian prior on theta is left to `weight_decay`); the weights are posterior draws given the current theta.
 Every `record_every` optimiser steps after `burn_in` (default: half the run) the table is kept as a draw.
 The rows stay aligned with their examples under any shuffling because every item carries its `index`.
-One process and one device only (no DDP / DataParallel); the table is not saved in Trainer checkpoints.
+Each Trainer checkpoint holds the weight table's whole state (weights, running sum, generators, recorded draws)
+in a file of its own, `bads_weight_table.safetensors` (no pickle), and `train(resume_from_checkpoint=...)` restores
+it from the folder the Trainer resumes from, so a resumed run continues the same draws.
+One process and one device only (no DDP / DataParallel): the table lives in this process.
 """
 from __future__ import annotations
+
+import os
 
 import numpy as np
 import torch
 import transformers
 import xarray as xr
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, get_last_checkpoint
 
 from ..draws import weight_summary
 from ..errors import ConfigError, DataError
 from ..losses import sequence_nll
+from ..safefile import load_tree, save_tree
 from ..selection import prob_above
 from ..text.selection_report import source_weight_table, weight_column, write_weighted_jsonl
-from .weight_table import WeightTable
+from .weight_table import WeightTable, generator_state
 
 INDEX = "index"
+TABLE_FILE = "bads_weight_table.safetensors"  # in each checkpoint folder, beside the Trainer's files
 
 
 def response_losses(model, inputs: dict) -> tuple[torch.Tensor, object]:
@@ -130,6 +138,44 @@ class BADSTrainer(transformers.Trainer):
         batch = dict(self.data_collator([self.meta_dataset[int(i)] for i in rows]))
         batch.pop(INDEX, None)
         return self._prepare_inputs(batch)
+
+    # ------------------------------------------------------------------ checkpoints
+    def _save_checkpoint(self, model, trial):
+        """Write the weight table's state into the checkpoint folder, then let the Trainer save its own part.
+
+        Here and not in a callback's `on_save`: this method knows the folder (a search trial's run folder
+        included), and writing first means the Trainer's Hub push and checkpoint rotation, which end it,
+        see a complete folder."""
+        if self.args.should_save:
+            folder = os.path.join(self._get_output_dir(trial), f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}")
+            save_tree(os.path.join(folder, TABLE_FILE), {"table": self.weight_table.state(),
+                                                         "meta_generator": self._meta_generator.get_state()})
+        super()._save_checkpoint(model, trial)
+
+    def train(self, resume_from_checkpoint=None, trial=None, **kwargs):
+        """`Trainer.train`; resuming, the weight table is first restored from the checkpoint folder resumed from.
+
+        Here and not in `_load_from_checkpoint`: the Trainer calls that from two places (before or after
+        wrapping the model, by backend) to load weights; here a bad table file fails before anything loads."""
+        if resume_from_checkpoint is True:  # the Trainer's rule; no checkpoint: left True for its own error
+            resume_from_checkpoint = get_last_checkpoint(self.args.output_dir) or True
+        if isinstance(resume_from_checkpoint, (str, os.PathLike)):
+            self._load_table(resume_from_checkpoint)
+        return super().train(resume_from_checkpoint=resume_from_checkpoint, trial=trial, **kwargs)
+
+    def _load_table(self, folder) -> None:
+        """Restore the weight table and the meta batches' generator from `folder`'s table file."""
+        path = os.path.join(folder, TABLE_FILE)
+        if not os.path.isfile(path):
+            raise DataError(f"checkpoint folder {str(folder)!r} has no {TABLE_FILE}: it was not written by "
+                            "BADSTrainer (a plain Trainer's checkpoint?), so there is no weight table to resume; "
+                            "resume from a BADSTrainer checkpoint or train from the start")
+        saved = load_tree(path, "weight table file", DataError)
+        if not isinstance(saved, dict) or "table" not in saved or "meta_generator" not in saved:
+            raise DataError(f"{path!r} is not a weight table file: it lacks the 'table' or 'meta_generator' field")
+        meta_state = generator_state(saved["meta_generator"], repr(path), "meta_generator")
+        self.weight_table.load_state(saved["table"], repr(path))
+        self._meta_generator.set_state(meta_state)
 
     # ------------------------------------------------------------------ reading the weights after training
     def weight_draws(self) -> np.ndarray:

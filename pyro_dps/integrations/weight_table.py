@@ -3,7 +3,8 @@
 Each step the batch's rows get new weights drawn exactly from their conditional given their losses under the
 current theta, the sum of the other weights and the Normal prior on the sum (`kernels.conditional`, the
 default weight update of `fit`); the sum of all weights is kept incrementally (a step costs O(batch), never
-O(N_t)). Every `record_every` steps after `burn_in` the whole table is kept as one draw.
+O(N_t)). Every `record_every` steps after `burn_in` the whole table is kept as one draw. `state()` and
+`load_state` carry the whole table (weights, running sum, generator, draws) through a training checkpoint.
 """
 from __future__ import annotations
 
@@ -108,3 +109,66 @@ class WeightTable:
             raise DataError(f"no weight draws were recorded: a draw is kept every {self.record_every} steps after "
                             f"burn_in = {self.burn_in} steps; train longer or lower burn_in / record_every")
         return np.stack(self.draws)
+
+    # ------------------------------------------------------------------ checkpoints
+    def settings(self) -> dict:
+        """The hyperparameters the table's draws follow: a run resumed from a saved table must use the same."""
+        return {"n_meta": self.n_meta, "beta": self.beta, "rho_t": self.rho_t, "rho_m": self.rho_m,
+                "sigma": float(self.kernel.scale), "temperature": self.temperature,
+                "record_every": self.record_every, "candidates": self.kernel.candidates}
+
+    def state(self) -> dict:
+        """Everything a resumed run needs to continue the same draws, as plain data (`safefile.save_tree`)."""
+        draws = np.stack(self.draws) if self.draws else np.zeros((0, self.n_train), dtype=np.float32)
+        return {"n_train": self.n_train, "settings": self.settings(), "burn_in": self.burn_in, "w": self.w,
+                "total": self.total, "generator": self.generator.get_state(), "draws": draws,
+                "draw_steps": list(self.draw_steps)}
+
+    def load_state(self, state, source: str) -> None:
+        """Continue from `state()` read from `source` (named in errors): DataError for another N_t or a
+        malformed state, ConfigError for other hyperparameters; nothing changes unless all checks pass."""
+        state = _checked_state(state, source)
+        if state["n_train"] != self.n_train:
+            raise DataError(f"the weight table in {source} has N_t = {state['n_train']} rows but the training set "
+                            f"has {self.n_train} examples: resume with the training set the checkpoint was made on")
+        saved = dict(state["settings"], burn_in=state["burn_in"])
+        now = dict(self.settings(), **({} if self.burn_in is None else {"burn_in": self.burn_in}))  # None: any
+        differ = [f"{k} = {saved.get(k)!r} there, {v!r} here" for k, v in now.items() if saved.get(k) != v]
+        if differ:
+            raise ConfigError(f"the weight table in {source} was drawn under other settings than this run's: "
+                              + ", ".join(differ))
+        self.generator.set_state(state["generator"])
+        self.w, self.total, self.burn_in = state["w"].clone(), state["total"].clone(), state["burn_in"]
+        self.draws = [row.copy() for row in state["draws"]]
+        self.draw_steps = [int(s) for s in state["draw_steps"]]
+
+
+def generator_state(value, source: str, name: str = "generator") -> torch.Tensor:
+    """A saved CPU torch.Generator state (a 1-D uint8 tensor), else DataError naming `source` and `name`."""
+    if not (torch.is_tensor(value) and value.dtype == torch.uint8 and value.dim() == 1):
+        raise DataError(f"{source} is not a weight table file: its {name!r} is not a generator state")
+    try:
+        torch.Generator().set_state(value)
+    except RuntimeError as exc:
+        raise DataError(f"{source} is not a weight table file: its {name!r} is not a generator state "
+                        f"({str(exc).splitlines()[0]})") from None
+    return value
+
+
+def _checked_state(state, source: str) -> dict:
+    """`state` when it has `WeightTable.state()`'s fields, types and shapes, else DataError naming `source`."""
+    fields = ("n_train", "settings", "burn_in", "w", "total", "generator", "draws", "draw_steps")
+    if not isinstance(state, dict) or any(k not in state for k in fields):
+        raise DataError(f"{source} is not a weight table file: it lacks fields of {list(fields)}")
+    n, w, draws, steps = state["n_train"], state["w"], state["draws"], state["draw_steps"]
+    ok = (isinstance(n, int) and isinstance(state["settings"], dict)
+          and (state["burn_in"] is None or isinstance(state["burn_in"], int))
+          and torch.is_tensor(w) and w.dtype == torch.float64 and tuple(w.shape) == (n,)
+          and torch.is_tensor(state["total"]) and state["total"].dtype == torch.float64 and state["total"].dim() == 0
+          and isinstance(draws, np.ndarray) and draws.dtype == np.float32 and draws.ndim == 2
+          and draws.shape[1] == n and isinstance(steps, list) and len(steps) == len(draws)
+          and all(isinstance(s, int) for s in steps))
+    if not ok:
+        raise DataError(f"{source} is not a weight table file: its fields have the wrong types or shapes")
+    generator_state(state["generator"], source)
+    return state
