@@ -16,7 +16,8 @@ from .model_hyper import check_model_hyper
 MAX_CONFIG_BYTES = 1 << 20  # a scenario file is a few hundred bytes; anything near this is not one
 DATA_BOUNDS = {"seed": (0, SEED_MAX), "meta_per_class": (1, 10 ** 6), "test_per_class": (0, 10 ** 6),
                "n_train": (1, 10 ** 9), "n_test": (1, 10 ** 9), "in_domain_train": (0, 10 ** 9),
-               "max_length": (1, 10 ** 6), "probes_per_class": (0, 10 ** 6)}
+               "max_length": (1, 10 ** 6), "probes_per_class": (0, 10 ** 6), "n_major": (0, 10 ** 9),
+               "n_minor": (0, 10 ** 9)}
 
 DATA_KEYS = {"source": str, "path": str, "seed": int, "noise": (str, type(None)), "noise_rate": float,
              "meta_per_class": int, "test_per_class": int, "imbalance_factor": (float, type(None)),
@@ -24,6 +25,11 @@ DATA_KEYS = {"source": str, "path": str, "seed": int, "noise": (str, type(None))
              # data.source = "reviews" (pyro_dps.data.text.reviews_splits)
              "target_domain": str, "in_domain_train": int, "cache": str, "max_length": int,
              "features": str,
+             # the binary-imbalance protocol: two classes by index or name (docs/data_sources.md)
+             "protocol": str, "minority": (int, str), "majority": (int, str), "n_major": int, "n_minor": int,
+             # files a user has (pyro_dps.data.disk_splits): image folders, .npy, CSV/Parquet, saved HF data sets
+             "train": str, "meta": str, "test": str, "train_labels": str, "meta_labels": str, "test_labels": str,
+             "image_mode": str, "label_column": str, "feature_columns": list,
              # probe examples (pyro_dps.probes): meta examples per class appended to D_t as a self-check
              "probes_per_class": int}
 NETWORK_KEYS = {"kind": str, "hidden": list, "depth": int, "width": int}
@@ -80,8 +86,7 @@ def validate_config(config: dict) -> dict:
             raise ConfigError(f"[{section}] must be a table, got {config[section]!r}")
     data = config.get("data", {})
     _check_types(data, DATA_KEYS, "data")
-    if data.get("source", "digits") != "digits" and "path" not in data:
-        raise ConfigError(f"data.path is required for data.source = {data['source']!r}")
+    _check_source(data)
     inherited = {k: v for k, v in out["data"].items() if k != "probes_per_class"}  # probes: off unless asked for
     out["data"] = {**(inherited if data.get("source", "digits") == "digits" else {}), **data}
     network = config.get("network", {})
@@ -114,12 +119,53 @@ def validate_config(config: dict) -> dict:
     return out
 
 
+# data.source -> its protocols, the default first (None: the source has one protocol of its own, no key)
+PROTOCOLS = {"digits": (None,), "reviews": (None,), "mnist_4v9": ("binary_imbalance",),
+             **{source: ("noisy", "binary_imbalance")
+                for source in ("npz", "cifar10", "image_folder", "npy", "table", "hf_dataset")}}
+PATH_SOURCES = ("mnist_4v9", "npz", "cifar10", "reviews")  # the sources read from data.path
+
+
+def source_protocol(source: str, protocol: str | None) -> str | None:
+    """The protocol a [data] table runs: data.protocol, or its source's default; ConfigError when the source
+    is unknown or does not have that protocol."""
+    if source not in PROTOCOLS:
+        raise ConfigError(f"data.source must be one of {sorted(PROTOCOLS)}, got {source!r}")
+    protocols = PROTOCOLS[source]
+    if protocol is None:
+        return protocols[0]
+    if protocol not in protocols:
+        has = "it has no data.protocol" if protocols == (None,) else f"it has {list(protocols)}"
+        raise ConfigError(f"data.protocol = {protocol!r} is not a protocol of data.source = {source!r} ({has})")
+    return protocol
+
+
+def _check_source(data: dict) -> None:
+    """[data]'s source, protocol and the keys they need: data.path, or a file source's own keys (checked by
+    `disk_splits.check_file_keys`); the classes of the binary-imbalance protocol where it has no default."""
+    from .data.disk_splits import SOURCE_KEYS, check_file_keys
+
+    source = data.get("source", "digits")
+    protocol = source_protocol(source, data.get("protocol"))
+    if source in SOURCE_KEYS:
+        rest = {k: v for k, v in data.items() if k not in ("source", "protocol", "probes_per_class")}
+        check_file_keys(source, protocol, rest)
+        return
+    if source in PATH_SOURCES and "path" not in data:
+        raise ConfigError(f"data.path is required for data.source = {source!r}")
+    if protocol == "binary_imbalance" and source != "mnist_4v9":
+        missing = [key for key in ("minority", "majority") if key not in data]
+        if missing:
+            raise ConfigError(f"data.{missing[0]} is required for data.protocol = 'binary_imbalance' (a class index "
+                              f"or name of data.source = {source!r})")
+
+
 def _check_data(data: dict) -> None:
     """[data] counts and seeds in range (fractions and files are checked by the builders, before reading)."""
     for key, (low, high) in DATA_BOUNDS.items():
         if data.get(key) is not None:
             check_int(data[key], f"data.{key}", low, high)
-    for key in ("path", "cache"):
+    for key in ("path", "cache", "train", "meta", "test", "train_labels", "meta_labels", "test_labels"):
         if key in data and not data[key].strip():
             raise ConfigError(f"data.{key} must be a non-empty path, got {data[key]!r}")
     probes, meta = data.get("probes_per_class"), data.get("meta_per_class")
@@ -266,8 +312,9 @@ def load_config(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -
     raw = apply_overrides(raw, overrides)
     if "data" not in raw:
         raise ConfigError(f"configuration file {str(path)!r} has no [data] table: a scenario needs at least "
-                          "[data] with source = \"digits\", \"mnist_4v9\", \"npz\", \"cifar10\" or \"reviews\" "
-                          "(and its path); `pyro-dps demo` runs the built-in example")
+                          "[data] with source = \"digits\", \"mnist_4v9\", \"npz\", \"cifar10\", \"reviews\" (and "
+                          "its path) or one of the files you have: \"image_folder\", \"npy\", \"table\", "
+                          "\"hf_dataset\" (docs/data_sources.md); `pyro-dps demo` runs the built-in example")
     return validate_config(raw)
 
 

@@ -10,9 +10,10 @@ from typing import Callable
 import torch
 from torch import nn
 from torch.func import functional_call
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, IterableDataset
 
 from .data.rows import DatasetRows, take
+from .data.tables import read_iterable
 from .errors import DataError
 from .losses import cross_entropy
 
@@ -26,6 +27,8 @@ class Problem:
     The data are held once, as given: `batch` gathers a step's train and meta rows into the one input of a
     forward pass. `x_train` and `x_meta` may also be read on demand: a `pyro_dps.data.DatasetRows` (or a
     map-style torch Dataset, wrapped in one), whose rows are read a batch at a time (labels stay tensors).
+    `x_meta` may be a torch `IterableDataset` of (x, y) items, with `y_meta` None: it is read once into tensors
+    (`pyro_dps.data.read_iterable`; a meta set is small).
     """
 
     net: nn.Module
@@ -37,6 +40,11 @@ class Problem:
     total_train: int | None = None  # N_t of the whole training set when this problem holds one shard of it
 
     def __post_init__(self) -> None:
+        if isinstance(self.x_meta, IterableDataset):
+            if self.y_meta is not None:
+                raise DataError("x_meta is an IterableDataset of (x, y) items, so y_meta must be None (its labels "
+                                "are the items' y)")
+            self.x_meta, self.y_meta = read_iterable(self.x_meta)
         for name in ("x_train", "x_meta"):
             if isinstance(getattr(self, name), Dataset):
                 setattr(self, name, DatasetRows(getattr(self, name)))

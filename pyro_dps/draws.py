@@ -17,12 +17,14 @@ import contextlib
 import os
 import shutil
 from pathlib import Path
-from typing import Mapping
+from typing import TYPE_CHECKING, Mapping
 
 import numpy as np
-import xarray as xr
 
 from .errors import ConfigError
+
+if TYPE_CHECKING:  # xarray (and pandas) load when draws are read or saved, not while a fit records them
+    import xarray as xr
 
 WEIGHT_DIMS = ("chain", "draw", "example")
 WEIGHTS_ATTR = "pyro_dps_weights"  # /posterior's attribute naming the weights' variable (the Pyro site, `w`)
@@ -115,6 +117,7 @@ class DrawStore:
 
     def weights(self) -> xr.DataArray:
         """All weight draws as a DataArray named `weights` (lazy, backed by the file, when streamed)."""
+        import xarray as xr
         if self.streamed:
             self.close()
             reader = xr.open_dataset(self.path, group="posterior")
@@ -126,6 +129,7 @@ class DrawStore:
 
     def dataset(self) -> xr.Dataset:
         """The flat view: weights and every per-draw variable in one Dataset with ArviZ's dims."""
+        import xarray as xr
         ds = xr.Dataset({"weights": self.weights()})
         for k, v in self.values.items():
             ds[k] = (("chain", "draw", *(f"{k}_dim_{i}" for i in range(v.ndim - 2))), v)
@@ -227,6 +231,7 @@ def weights_name(post: xr.Dataset) -> str | None:
 def read_groups(path: str | os.PathLike) -> dict[str, xr.Dataset]:
     """Every group of a netCDF file, loaded into memory (the file is closed again); a file without groups (the
     flat layout of pyro-dps 0.1) as {"": its root}. netCDF/HDF5 errors propagate."""
+    import xarray as xr
     import netCDF4
 
     with netCDF4.Dataset(path) as nc:

@@ -9,17 +9,18 @@ from __future__ import annotations
 
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 
-from .arviz_data import draws_groups, to_arviz
 from .context import Problem
-from .diagnostics import Check, Thresholds, summary
 from .driver import SamplerConfig, run_chains
 from .driver.result import RunResult
 from .outputs import config_dict
 from .selection import select_by_probability
+
+if TYPE_CHECKING:  # ArviZ (and matplotlib, scipy.stats) load when a posterior is diagnosed, not when it is fitted
+    from .diagnostics import Check, Thresholds
 
 
 def fit(model: Callable, problem: Problem, hyper: dict | None = None, config: SamplerConfig | None = None,
@@ -45,6 +46,8 @@ class Posterior(RunResult):
         """The ArviZ groups draws.nc holds (`arviz_data.draws_groups`), {name: xarray Dataset}.
         `coords`: per-example coordinates (label, clean, groups such as a review's domain), N_t values each."""
         ds = self.dataset().assign_coords({k: ("example", np.asarray(v)) for k, v in (coords or {}).items()})
+        from .arviz_data import draws_groups
+
         return draws_groups(ds, config_dict(self.config))
 
     def save_draws(self, path: str | Path, coords: dict[str, np.ndarray] | None = None, keep: bool = False) -> Path:
@@ -77,10 +80,14 @@ class Posterior(RunResult):
 
     def to_arviz(self):
         """The draws as ArviZ data (InferenceData on ArviZ 0.x, DataTree on 1.x), groups as in draws.nc."""
+        from .arviz_data import to_arviz
+
         return to_arviz(self)
 
     def diagnose(self, thresholds: Thresholds | None = None) -> list[Check]:
         """The convergence checks (`diagnostics.summary`): R-hat and ESS of the weights and per-draw scalars."""
+        from .diagnostics import summary
+
         return summary(self.to_arviz(), thresholds)
 
     def select(self, tau: float = 0.5, q: float = 0.9) -> np.ndarray:

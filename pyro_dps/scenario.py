@@ -177,15 +177,19 @@ def baseline_settings(name: str, settings: dict, batch_size: int, meta_batch_siz
     return settings
 
 
+DATA_FILE_KEYS = ("path", "train", "meta", "test", "train_labels", "meta_labels", "test_labels")
+
+
 def run_identity(config: dict, data_spec: dict) -> dict:
     """What a checkpoint of this scenario must match beyond the sampler's own fingerprint: the resolved
     [data], [network] and [model] tables and a SHA-256 of every data file they read."""
     files = {}
     if data_spec.get("probes_per_class") == 0:  # 0 is no probes: the same run as one without the key
         data_spec = {k: v for k, v in data_spec.items() if k != "probes_per_class"}
-    path = data_spec.get("path")
-    if isinstance(path, str) and Path(path).exists():
-        files["data.path"] = file_digest(path)
+    for key in DATA_FILE_KEYS:  # data.path, and the files and folders of the on-disk sources
+        path = data_spec.get(key)
+        if isinstance(path, str) and Path(path).exists():
+            files[f"data.{key}"] = file_digest(path)
     return {"config": {"data": data_spec, "network": config["network"], "model": config["model"]}, "files": files}
 
 

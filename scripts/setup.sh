@@ -10,4 +10,4 @@ PY=${PYTHON:-python3}
 if [ -z "${PYRO_DPS_KEEP_TORCH:-}" ]; then
   .venv/bin/python -m pip install -q "torch==2.13.0"
 fi
-.venv/bin/python -m pip install -q -e ".[test,notebooks,text,cleanlab,hf-trainer]"
+.venv/bin/python -m pip install -q -e ".[test,notebooks,text,cleanlab,hf-trainer,tables,hf-datasets]"

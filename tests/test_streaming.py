@@ -53,8 +53,10 @@ def _fit(problem, seed: int, steps: int = 240, **kw):
     return dps.fit(dps.load_model("bads"), problem, {"beta": 0.5}, config)
 
 
-def test_an_augmented_image_folder_is_read_a_batch_at_a_time_and_its_weights_follow_its_rows(tmp_path):
-    """The issue's "done means": a folder of images with some files in the wrong folder, through the front door;
+@pytest.mark.parametrize("workers", [None, 2])
+def test_an_augmented_image_folder_is_read_a_batch_at_a_time_and_its_weights_follow_its_rows(tmp_path, workers):
+    """The issue's "done means": a folder of images with some files in the wrong folder, through the front door,
+    read in this process as each step asks (workers None) or by a DataLoader's 2 worker processes reading ahead;
     no gather reads all rows, every read is one the steps or the setup asked for, and the wrongly-labelled
     files get lower weights than the rest (on each of 3 seeds)."""
     root, x_meta, y_meta = _folder(tmp_path)
@@ -65,7 +67,7 @@ def test_an_augmented_image_folder_is_read_a_batch_at_a_time_and_its_weights_fol
         wrong[c * PER_CLASS:c * PER_CLASS + N_WRONG] = True
     gaps = []
     for seed in range(3):
-        rows = DatasetRows(dataset)
+        rows = DatasetRows(dataset, workers=workers)
         torch.manual_seed(seed)
         problem = dps.Problem(dps.mlp(3 * SIDE * SIDE, 3, (32,)), rows, labels, x_meta, y_meta)
         post = _fit(problem, seed)
@@ -77,7 +79,9 @@ def test_an_augmented_image_folder_is_read_a_batch_at_a_time_and_its_weights_fol
         mean = post.weight_summary()["mean"]
         gaps.append(float(mean[~wrong].mean() - mean[wrong].mean()))
     print("mean weight, correct minus wrongly-labelled files, per seed:", [round(g, 3) for g in gaps])
-    assert min(gaps) > 0.2
+    # over seeds 0-9 the gap ranged 0.25-0.51 (direct reads) and 0.22-0.49 (read ahead: another batch order and
+    # other augmentation draws, from the workers' own random streams); 0.15 leaves room below both minima
+    assert min(gaps) > 0.15
 
 
 def test_a_memory_mapped_npy_gives_the_draws_of_the_same_tensor_bit_for_bit(tmp_path):

@@ -27,6 +27,7 @@ from pyro_dps.data.loaders import (
 from pyro_dps.data.rows import DatasetRows
 from pyro_dps.data.splits import DataSplits, from_arrays, from_datasets
 from pyro_dps.data.stratified import stratified_split
+from pyro_dps.data.tables import HFRows, TableRows, hf_rows, read_iterable, table_rows
 from pyro_dps.data.text import REVIEW_DOMAINS, load_reviews, mean_weight_by_domain, reviews_splits
 
 __all__ = [
@@ -37,8 +38,10 @@ __all__ = [
     "REVIEW_DOMAINS",
     "DataSplits",
     "DatasetRows",
+    "HFRows",
     "ImageFolder",
     "NpyRows",
+    "TableRows",
     "asymmetric_noise",
     "binary_imbalance",
     "channel_stats",
@@ -47,6 +50,7 @@ __all__ = [
     "digits_splits",
     "from_arrays",
     "from_datasets",
+    "hf_rows",
     "image_folder",
     "image_to_tensor",
     "images_to_float",
@@ -63,7 +67,9 @@ __all__ = [
     "mnist_4v9_splits",
     "mnist_like_noisy_splits",
     "npy_rows",
+    "read_iterable",
     "reviews_splits",
     "stratified_split",
     "symmetric_noise",
+    "table_rows",
 ]

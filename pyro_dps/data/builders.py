@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Literal
 
@@ -11,6 +11,7 @@ import numpy as np
 import torch
 
 from pyro_dps.data._convert import as_labels, check_fraction, check_int, derive_seeds, make_generator
+from pyro_dps.data.classes import binary_classes, digit_names
 from pyro_dps.data.corruption import CIFAR10_ASYMMETRIC, asymmetric_noise, binary_imbalance, long_tail, symmetric_noise
 from pyro_dps.data.loaders import channel_stats, images_to_float, load_cifar10, load_mnist
 from pyro_dps.data.splits import DataSplits
@@ -144,28 +145,18 @@ def digits_splits(
     ).validate()
 
 
-def mnist_4v9_splits(
-    path: PathLike,
-    seed: int = 0,
-    meta_per_class: int = 25,
-    n_major: int = 4975,
-    n_minor: int = 25,
-    minority: int = 4,
-    majority: int = 9,
-) -> DataSplits:
-    """The paper's imbalanced MNIST 4-vs-9 task: D_t = n_major nines + n_minor fours, label 0 = four, 1 = nine.
-
-    The meta set has `meta_per_class` of each class, drawn from the train images not in D_t; the test
-    set is every MNIST test image of the two classes. Images are float32 [N,1,28,28] in [0,1];
-    `clean` is None (nothing is corrupted) and groups["class"] holds the D_t labels.
-    `path` is mnist.npz or a directory of MNIST IDX files.
-    """
+def _binary_pool_splits(arrays: dict[str, np.ndarray], names: Sequence[str], base: str, normalise: bool,
+                        seed: int, meta_per_class: int, counts: Mapping[str, int], minority: int | str,
+                        majority: int | str) -> DataSplits:
+    """The binary-imbalance protocol on train/test image arrays: D_t = n_major + n_minor train images of the
+    two classes (label 0 = minority), meta drawn class-balanced from the rest of them, test = every test image
+    of the two classes."""
     check_int(seed, "seed")
     meta_per_class = check_int(meta_per_class, "meta_per_class", minimum=1)
     subset_seed, meta_seed = derive_seeds(seed, 2)
-    arrays = load_mnist(path)
     y_train = as_labels(arrays["y_train"], "y_train")
     y_test = as_labels(arrays["y_test"], "y_test")
+    minority, majority, n_minor, n_major = binary_classes(y_train, minority, majority, names, counts)
     train_idx, train_labels = binary_imbalance(
         None, y_train, majority, minority, n_major, n_minor, subset_seed, classes=(minority, majority)
     )
@@ -176,23 +167,82 @@ def mnist_4v9_splits(
     pool_labels = (y_train[pool_idx] == majority).to(torch.int64)
     draws, _ = _balanced_draws(pool_labels, 2, {"meta_per_class": meta_per_class}, make_generator(meta_seed))
     meta_idx = pool_idx[draws["meta_per_class"]]
-    meta_labels = (y_train[meta_idx] == majority).to(torch.int64)
     test_idx = ((y_test == minority) | (y_test == majority)).nonzero().flatten()
-    test_labels = (y_test[test_idx] == majority).to(torch.int64)
     x_train, x_test = arrays["x_train"], arrays["x_test"]
+    mean, std = channel_stats(x_train) if normalise else (None, None)
+
+    def images(x: np.ndarray, idx: torch.Tensor) -> torch.Tensor:
+        return images_to_float(x[idx.numpy()], mean=mean, std=std)
+
     return DataSplits(
-        x_train=images_to_float(x_train[train_idx.numpy()]),
+        x_train=images(x_train, train_idx),
         y_train=train_labels,
-        x_meta=images_to_float(x_train[meta_idx.numpy()]),
-        y_meta=meta_labels,
-        x_test=images_to_float(x_test[test_idx.numpy()]),
-        y_test=test_labels,
+        x_meta=images(x_train, meta_idx),
+        y_meta=(y_train[meta_idx] == majority).to(torch.int64),
+        x_test=images(x_test, test_idx),
+        y_test=(y_test[test_idx] == majority).to(torch.int64),
         num_classes=2,
         clean=None,
         y_train_true=None,
         groups={"class": train_labels.clone()},
-        name=f"mnist-{minority}v{majority}",
+        name=f"{base}-{names[minority]}v{names[majority]}",
     ).validate()
+
+
+def mnist_4v9_splits(
+    path: PathLike,
+    seed: int = 0,
+    meta_per_class: int = 25,
+    n_major: int = 4975,
+    n_minor: int = 25,
+    minority: int | str = 4,
+    majority: int | str = 9,
+) -> DataSplits:
+    """The paper's imbalanced MNIST 4-vs-9 task: D_t = n_major nines + n_minor fours, label 0 = four, 1 = nine.
+
+    The meta set has `meta_per_class` of each class, drawn from the train images not in D_t; the test
+    set is every MNIST test image of the two classes. Images are float32 [N,1,28,28] in [0,1];
+    `clean` is None (nothing is corrupted) and groups["class"] holds the D_t labels.
+    `path` is mnist.npz or a directory of MNIST IDX files (any MNIST-format data: `minority` and `majority`
+    are class indices or their names "0".."9").
+    """
+    arrays = load_mnist(path)
+    return _binary_pool_splits(arrays, digit_names(arrays), "mnist", False, seed, meta_per_class,
+                               {"n_major": n_major, "n_minor": n_minor}, minority, majority)
+
+
+def mnist_like_binary_splits(
+    path: PathLike,
+    minority: int | str,
+    majority: int | str,
+    seed: int = 0,
+    meta_per_class: int = 25,
+    n_major: int = 4975,
+    n_minor: int = 25,
+) -> DataSplits:
+    """The protocol of `mnist_4v9_splits` on any MNIST-format data (fashion_mnist.npz, an IDX directory) and any
+    two of its classes, by index or name ("0".."9"); the splits are named after the file."""
+    arrays = load_mnist(path)
+    return _binary_pool_splits(arrays, digit_names(arrays), Path(path).stem, False, seed, meta_per_class,
+                               {"n_major": n_major, "n_minor": n_minor}, minority, majority)
+
+
+def cifar10_binary_splits(
+    path: PathLike,
+    minority: int | str,
+    majority: int | str,
+    seed: int = 0,
+    meta_per_class: int = 25,
+    n_major: int = 4975,
+    n_minor: int = 25,
+) -> DataSplits:
+    """The binary-imbalance protocol of `mnist_4v9_splits` on CIFAR-10 (npz or batch directory): two classes
+    by index or name ("cat", "dog", ...: the file's class_names), images standardised per channel as in
+    `cifar10_noisy_splits`."""
+    arrays = load_cifar10(path)
+    names = tuple(str(n) for n in arrays["class_names"])
+    return _binary_pool_splits(arrays, names, "cifar10", True, seed, meta_per_class,
+                               {"n_major": n_major, "n_minor": n_minor}, minority, majority)
 
 
 MAX_CLASSES = 10 ** 5  # beyond this, "labels" are not class indices (and bincount would allocate gigabytes)

@@ -9,6 +9,13 @@ unless asked (`rows[a:b]` reads rows a..b-1: the report's suggested labels read 
 A dataset with `__getitems__` (torch's batched-fetch protocol; `NpyRows` has one) is read with one call per
 gather. The user's transforms (e.g. random augmentation) are applied on every read: the same row gives a new
 view at every step that batches it.
+
+    rows = DatasetRows(dataset, workers=4)  # a DataLoader with 4 worker processes reads the next batches ahead
+
+With `workers` set (0 = the loader in this process), a run reads its training batches through a torch
+`DataLoader` (`pin_memory` when the features go to a GPU) that runs ahead of the sampler
+(`pyro_dps.data.prefetch`); the batch order then comes from its own generator, so any number of workers gives
+the same draws. Without it (None) each step reads its rows when it asks, in the order of the in-memory path.
 """
 from __future__ import annotations
 
@@ -29,6 +36,7 @@ class _Counter:
         self.largest = 0
         self.gathers = 0
         self.memo: dict | None = None  # rows read within `repeatable()`: a second gather of them reads nothing
+        self.feed = None  # a `prefetch.LoaderFeed` reading the sampler's next batches ahead, while a run has one
 
 
 class DatasetRows:
@@ -40,19 +48,21 @@ class DatasetRows:
     per-item feature shape and dtype; every item must match them.
     """
 
-    def __init__(self, dataset: Dataset, device: torch.device | str = "cpu", *, _view: tuple | None = None):
+    def __init__(self, dataset: Dataset, device: torch.device | str = "cpu", workers: int | None = None,
+                 prefetch_factor: int = 2, *, _view: tuple | None = None):
         if not isinstance(dataset, Dataset) or not hasattr(dataset, "__getitem__") or not hasattr(dataset, "__len__"):
             raise DataError(f"DatasetRows needs a map-style torch.utils.data.Dataset (with __getitem__ and __len__), "
                             f"got {type(dataset).__name__}")
         self.dataset = dataset
         self.device = torch.empty(0, device=device).device
+        self.workers, self.prefetch_factor = _loader_settings(workers, prefetch_factor)
         if _view is not None:
             self.offset, self.n, self.feature_shape, self.dtype, self._counter = _view
             return
         self.offset, self.n, self._counter = 0, len(dataset), _Counter()
         if self.n == 0:
             raise DataError("the dataset is empty: at least 1 row is required")
-        first = self._features(dataset[0], 0)
+        first = item_features(dataset[0], 0)
         self._counter.loads = 1
         self.feature_shape, self.dtype = tuple(first.shape), first.dtype
 
@@ -86,19 +96,22 @@ class DatasetRows:
         if bad:
             raise DataError(f"row {bad[0]} is out of range for {self.n} rows")
         items = [self.offset + (i % self.n) for i in rows]
-        memo = self._counter.memo
+        memo, c = self._counter.memo, self._counter
         if memo is not None and tuple(items) in memo:
             return memo[tuple(items)].to(self.device)
-        if hasattr(self.dataset, "__getitems__"):
-            got = self.dataset.__getitems__(items)
-        else:
-            got = [self.dataset[i] for i in items]
-        c = self._counter
+        out = c.feed.take(items) if c.feed is not None else None
+        if out is None:
+            out = self.read(items)
         c.loads, c.gathers, c.largest = c.loads + len(items), c.gathers + 1, max(c.largest, len(items))
-        out = torch.stack([self._features(item, i) for item, i in zip(got, items, strict=True)])
         if memo is not None:
             memo[tuple(items)] = out
-        return out.to(self.device)
+        return out.to(self.device, non_blocking=out.is_pinned())
+
+    def read(self, items: list[int]) -> torch.Tensor:
+        """Dataset items `items` (absolute indices) read in this process and stacked (nothing counted)."""
+        got = self.dataset.__getitems__(items) if hasattr(self.dataset, "__getitems__") else \
+            [self.dataset[i] for i in items]
+        return stack_features(got, items, self.feature_shape, self.dtype)
 
     @contextmanager
     def repeatable(self) -> Iterator[None]:
@@ -120,41 +133,59 @@ class DatasetRows:
 
     def to(self, device: torch.device | str) -> "DatasetRows":
         """The same rows, gathered onto `device` (the dataset and its load count are shared)."""
-        return DatasetRows(self.dataset, device, _view=(self.offset, self.n, self.feature_shape, self.dtype,
-                                                        self._counter))
+        return DatasetRows(self.dataset, device, self.workers, self.prefetch_factor,
+                           _view=(self.offset, self.n, self.feature_shape, self.dtype, self._counter))
 
     def rows(self, lo: int, hi: int) -> "DatasetRows":
         """A view of rows [lo, hi) (nothing is read)."""
         lo, hi = max(0, lo), min(self.n, hi)
-        return DatasetRows(self.dataset, self.device, _view=(self.offset + lo, max(0, hi - lo), self.feature_shape,
-                                                             self.dtype, self._counter))
+        return DatasetRows(self.dataset, self.device, self.workers, self.prefetch_factor,
+                           _view=(self.offset + lo, max(0, hi - lo), self.feature_shape, self.dtype, self._counter))
 
     def empty(self) -> torch.Tensor:
         """No rows, as a tensor of this source's feature shape and dtype (a problem without a meta set)."""
         return torch.empty((0, *self.feature_shape), dtype=self.dtype, device=self.device)
 
     def fingerprint(self) -> dict:
-        """What a checkpoint records of these rows: their kind, count, shape and dtype (their bytes are not read)."""
-        return {"rows": type(self.dataset).__name__, "shape": list(self.shape), "dtype": str(self.dtype)}
+        """What a checkpoint records of these rows: their kind, count, shape and dtype (their bytes are not read),
+        and whether a loader reads them ahead (which sets the batch order; the number of workers does not)."""
+        return {"rows": type(self.dataset).__name__, "shape": list(self.shape), "dtype": str(self.dtype),
+                "read_ahead": self.workers is not None}
 
     def __repr__(self) -> str:
         return f"DatasetRows({type(self.dataset).__name__}, shape={tuple(self.shape)}, dtype={self.dtype})"
 
-    # ---- one item's features ---------------------------------------------------------------------------
-    def _features(self, item: Any, index: int) -> torch.Tensor:
-        x = item[0] if isinstance(item, (tuple, list)) else item
-        if not torch.is_tensor(x):
-            try:
-                x = torch.as_tensor(x)
-            except (TypeError, ValueError, RuntimeError) as exc:
-                raise DataError(f"item {index} of the dataset has features of type {type(x).__name__}, not a tensor "
-                                "(give a transform that makes one, e.g. torchvision's ToTensor)") from exc
-        if hasattr(self, "feature_shape") and tuple(x.shape) != self.feature_shape:
-            raise DataError(f"item {index} of the dataset has features of shape {tuple(x.shape)}, but item 0 has "
-                            f"{self.feature_shape}: every item must have the same shape")
-        if hasattr(self, "dtype") and x.dtype != self.dtype:
-            raise DataError(f"item {index} of the dataset has dtype {x.dtype}, but item 0 has {self.dtype}")
-        return x
+
+def _loader_settings(workers: int | None, prefetch_factor: int) -> tuple[int | None, int]:
+    """`workers` (None or an int >= 0) and `prefetch_factor` (>= 1) checked, else a DataError naming them."""
+    for name, value, low in (("workers", workers, 0), ("prefetch_factor", prefetch_factor, 1)):
+        if value is None and name == "workers":
+            continue
+        if isinstance(value, bool) or not isinstance(value, int) or value < low:
+            raise DataError(f"DatasetRows {name} must be an integer >= {low}, got {value!r}")
+    return workers, prefetch_factor
+
+
+def item_features(item: Any, index: int, shape: tuple | None = None, dtype: torch.dtype | None = None) -> torch.Tensor:
+    """Item `index`'s features (x of an item x or (x, ...)) as a tensor, checked against `shape` and `dtype`."""
+    x = item[0] if isinstance(item, (tuple, list)) else item
+    if not torch.is_tensor(x):
+        try:
+            x = torch.as_tensor(x)
+        except (TypeError, ValueError, RuntimeError) as exc:
+            raise DataError(f"item {index} of the dataset has features of type {type(x).__name__}, not a tensor "
+                            "(give a transform that makes one, e.g. torchvision's ToTensor)") from exc
+    if shape is not None and tuple(x.shape) != shape:
+        raise DataError(f"item {index} of the dataset has features of shape {tuple(x.shape)}, but item 0 has "
+                        f"{shape}: every item must have the same shape")
+    if dtype is not None and x.dtype != dtype:
+        raise DataError(f"item {index} of the dataset has dtype {x.dtype}, but item 0 has {dtype}")
+    return x
+
+
+def stack_features(items: list, indices: list[int], shape: tuple, dtype: torch.dtype) -> torch.Tensor:
+    """The features of dataset items (read at `indices`), each checked, stacked (len(items), *shape)."""
+    return torch.stack([item_features(item, i, shape, dtype) for item, i in zip(items, indices, strict=True)])
 
 
 def take(x: torch.Tensor | DatasetRows, idx: torch.Tensor) -> torch.Tensor:

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 import torch
 from tqdm.auto import tqdm
 
+from ..data.prefetch import read_ahead
 from ..kernels import ALGORITHMS, MinibatchSampler, SamplingAlgorithm, SGMCMCState
 from ..kernels.chain import ChainControl, chain_generator, chain_seed, progress, start_chain
 from ..kernels.state import Batch
@@ -30,9 +31,10 @@ def make_algorithm(run: RunContext, generator: torch.Generator) -> SamplingAlgor
 
 def batch_streams(run: RunContext, chain: int, generator: torch.Generator) -> tuple:
     """(train batches, meta batches, chain generator, batch generator): the indices are drawn where the table
-    lives (a host table gets its own host generator)."""
+    lives; a host table, and rows a loader reads ahead, get their own batch-order generator."""
     config, comm = run.config, run.comm
-    batch_gen = torch.Generator().manual_seed(chain_seed(config.seed, chain) + 7) if run.host_table else generator
+    batch_gen = torch.Generator(run.table_device).manual_seed(chain_seed(config.seed, chain) + 7) \
+        if run.own_batch_order else generator
     if config.shards == 1:
         train = MinibatchSampler(run.problem.n_train, config.batch_size, batch_gen, run.table_device)
     else:
@@ -97,7 +99,7 @@ def open_chain(run: RunContext, chain: int, resumed: dict | None = None, slot: i
     live = LiveChain(run, chain, chain if slot is None else slot, algorithm, state, control, streams)
     if resumed and resumed.get("state") is not None:
         restore_state(state, resumed["state"], run.device)
-        restore_streams(resumed, streams[0], streams[1], gen, streams[3] if run.host_table else None,
+        restore_streams(resumed, streams[0], streams[1], gen, streams[3] if run.own_batch_order else None,
                         run.potential, (run.problem.n_train, run.problem.n_meta))
         live.t, live.draw = resumed["t"], resumed["draw"]
         control.scale, control.seen_rejected = resumed["scale"], resumed["seen_rejected"]
@@ -109,7 +111,8 @@ def run_chain(run: RunContext, chain: int, resumed: dict | None = None) -> Sampl
     final theta is appended to `run.finals`."""
     config = run.config
     live = open_chain(run, chain, resumed)
-    _steps(run, live)
+    with read_ahead(run.problem.x_train, live.streams[0]):
+        _steps(run, live)
     run.finals.append(live.state.theta.detach().clone())
     if run.checkpoint and config.checkpoint_every:  # the next chain starts fresh
         save_checkpoint(run.checkpoint, checkpoint_payload(run.identity, chain + 1, 0, 0, 1.0, 0, run.store,

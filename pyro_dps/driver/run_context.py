@@ -40,6 +40,12 @@ class RunContext:
         return self.table_device != self.device
 
     @property
+    def own_batch_order(self) -> bool:
+        """The train batch order has its own generator, not the chain's: for a host table, and for rows a
+        DataLoader reads ahead (`DatasetRows(workers=...)`), whose order must be known before the steps run."""
+        return self.host_table or getattr(self.problem.x_train, "workers", None) is not None
+
+    @property
     def owned(self) -> list[int]:
         """The shards of D_t this process holds (its rank's under torchrun, all of them in one process)."""
         return [self.comm.rank] if self.comm.world > 1 else list(range(self.config.shards))
