@@ -8,11 +8,12 @@ Two on-disk data sets, written once into `--dir` (a folder this script creates a
 Both have 10 classes, 20% of the training labels flipped at random, and a clean meta set of 20 per class.
 
 Step time: in this one process, rounds that run each method for `--steps` and for 2 x `--steps` steps; a step's
-time is the difference over the `--steps` extra steps (set-up and loader start-up cancel), the median over
-rounds (after an untimed warm-up of each); plain = SGD through `DataLoader(batch_size, shuffle, num_workers)`, BADS = `pyro_dps.fit` on
-`DatasetRows(dataset, workers=...)` (its loader reads the chain's batches ahead). Peak RSS: each method in its
-own child process (peak RSS never goes down, so two methods cannot share one), for the main process and its
-largest worker (`getrusage`); memory-mapped pages the process touched count in its RSS.
+time is the difference over the `--steps` extra steps (set-up and loader start-up cancel); the ratio is the
+median over rounds of each round's BADS / plain (after an untimed warm-up of each); plain = SGD through `DataLoader(batch_size, shuffle, num_workers)`, BADS = `pyro_dps.fit` on
+`DatasetRows(dataset, workers=...)` (its loader reads the chain's batches ahead). Peak memory: each method in
+its own child process (a peak never goes down, so two methods cannot share one): the peak over time of the PSS
+of the process and its loader workers together (`PeakMemory`), and the main process's peak RSS (VmHWM);
+memory-mapped pages a process touched count in both.
 
     python benchmarks/scale.py --dir /tmp/pyro_dps_scale [--workers 1] [--steps 300] [--rounds 3]
     python benchmarks/scale.py --dir /tmp/s --rows 20000 --images 2000 --steps 60 --rounds 1   # smoke
@@ -25,6 +26,7 @@ import resource
 import statistics
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -195,16 +197,48 @@ def step_times(data, steps: int, rounds: int, workers: int) -> dict:
         print(f"  round {r}: plain {per['plain'][-1] * 1e3:.2f} ms/step, BADS {per['bads'][-1] * 1e3:.2f} ms/step",
               flush=True)
     med = {k: statistics.median(v) for k, v in per.items()}
-    return {"plain_ms": med["plain"] * 1e3, "bads_ms": med["bads"] * 1e3, "ratio": med["bads"] / med["plain"]}
+    ratio = statistics.median(b / p for b, p in zip(per["bads"], per["plain"]))  # each round's own ratio
+    return {"plain_ms": med["plain"] * 1e3, "bads_ms": med["bads"] * 1e3, "ratio": ratio,
+            "rounds_ms": {k: [round(x * 1e3, 3) for x in v] for k, v in per.items()}}
+
+
+class PeakMemory(threading.Thread):
+    """Samples, every `every` seconds, the proportional set size (PSS: shared pages split between the processes
+    that map them) of this process plus all its descendants (the loader's workers); keeps the peak. PSS of the
+    whole tree counts the physical memory the run holds; a forked worker's RSS would count its parent's pages
+    again, and `ru_maxrss` survives fork and exec, so a child would report its parent's peak."""
+
+    def __init__(self, every: float = 0.1):
+        super().__init__(daemon=True)
+        self.every, self.peak, self.stopped = every, 0, threading.Event()
+
+    def run(self) -> None:
+        import psutil
+
+        me = psutil.Process()
+        while not self.stopped.is_set():
+            total = 0
+            for proc in [me, *me.children(recursive=True)]:
+                try:
+                    total += proc.memory_full_info().pss
+                except (psutil.NoSuchProcess, psutil.AccessDenied):
+                    pass
+            self.peak = max(self.peak, total)
+            self.stopped.wait(self.every)
 
 
 def child(args) -> None:
-    """(In a child process) one method's run on one data set; prints its peak RSS as JSON."""
+    """(In a child process) one method's run on one data set; prints its peak memory as JSON."""
     folder = Path(args.dir)
     data = task(folder, args.kind)
+    monitor = PeakMemory()
+    monitor.start()
     post = plain(data, args.steps, args.workers) if args.child == "plain" else bads(data, args.steps, args.workers)[1]
-    out = {"rss_main_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,  # before the scoring below
-           "rss_worker_mb": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024}
+    monitor.stopped.set()
+    monitor.join()
+    status = Path("/proc/self/status").read_text()
+    hwm = int(next(line.split()[1] for line in status.splitlines() if line.startswith("VmHWM")))
+    out = {"peak_pss_mb": monitor.peak / 2 ** 20, "main_hwm_mb": hwm / 1024}  # before the scoring below
     if args.child == "bads":
         from sklearn.metrics import roc_auc_score
 
@@ -222,7 +256,7 @@ def peak_rss(args, kind: str) -> dict:
                "--workers", str(args.workers), "--steps", str(args.steps)]
         done = subprocess.run(cmd, capture_output=True, text=True, check=True)
         got[method] = json.loads(done.stdout.strip().splitlines()[-1])
-    ratios = {f"{k}_ratio": got["bads"][k] / got["plain"][k] for k in ("rss_main_mb", "rss_worker_mb")}
+    ratios = {f"{k}_ratio": got["bads"][k] / got["plain"][k] for k in ("peak_pss_mb", "main_hwm_mb")}
     return {"plain": got["plain"], "bads": got["bads"], **ratios}
 
 
@@ -249,7 +283,8 @@ def main(argv=None) -> dict:
         results[kind]["memory"] = peak_rss(args, kind)
         t, m = results[kind]["time"], results[kind]["memory"]
         print(f"{kind}: step time BADS / plain = {t['ratio']:.3f} ({t['bads_ms']:.2f} vs {t['plain_ms']:.2f} ms); "
-              f"peak RSS BADS / plain: main {m['rss_main_mb_ratio']:.3f}, worker {m['rss_worker_mb_ratio']:.3f}; "
+              f"peak memory BADS / plain: PSS of main + workers {m['peak_pss_mb_ratio']:.3f} ({m['bads']['peak_pss_mb']:.0f} vs "
+              f"{m['plain']['peak_pss_mb']:.0f} MB), main RSS {m['main_hwm_mb_ratio']:.3f}; "
               f"table {m['bads']['table_mb']:.1f} MB, draws {m['bads']['draws_mb']:.1f} MB; "
               f"noise AUROC {m['bads']['noise_auroc']:.3f}", flush=True)
     if args.out:

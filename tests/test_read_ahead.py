@@ -146,3 +146,24 @@ def test_an_iterable_meta_set_is_read_once_into_the_problem():
     assert np.array_equal(a.draws.weights().values, b.draws.weights().values)
     with pytest.raises(DataError, match="y_meta must be None"):
         dps.Problem(dps.mlp(5, 2, (8,)), x, y, Stream(), y_meta)
+
+
+def test_read_ahead_follows_a_sharded_batch_order():
+    """With D_t in 2 shards (one process owning both), the loader copies the sharded sampler: workers 0 and 1
+    give the same draws, and the mislabelled rows (in both shards) still get lower weights."""
+    x, y, x_meta, y_meta = _data(4)
+    y[80:96] = 1 - y[80:96]  # wrong labels in the second shard too
+    wrong = np.zeros(len(y), bool)
+    wrong[:16] = wrong[80:96] = True
+
+    def run(workers):
+        torch.manual_seed(0)
+        problem = dps.Problem(dps.mlp(5, 2, (8,)), DatasetRows(Counted(x), workers=workers), y, x_meta, y_meta)
+        config = dps.SamplerConfig(chains=1, warmup=100, samples=20, thin=2, batch_size=16, shards=2, seed=4,
+                                   progress=False)
+        return dps.fit(dps.load_model("bads"), problem, {"beta": 0.8}, config)
+
+    a, b = run(0), run(1)
+    assert np.array_equal(a.draws.weights().values, b.draws.weights().values)
+    mean = b.weight_summary()["mean"]
+    assert mean[wrong].mean() < mean[~wrong].mean() - 0.1
