@@ -1,6 +1,7 @@
 import logging
 from pathlib import Path
 
+import pyro
 import pytest
 import torch
 
@@ -56,3 +57,15 @@ def run_dir(tmp_path_factory) -> Path:
     out = tmp_path_factory.getbasetemp() / "pyro-dps-small-run"
     run_scenario(validate_config(SMALL_RUN), out, progress=False, echo=lambda *a: None)
     return out
+
+
+@pytest.fixture(scope="module")
+def one_thread_no_validation():
+    """The steps are tiny tensor ops dominated by Python overhead: one intra-op thread avoids
+    oversubscribing the 2 cores (under load, 2 threads made a step 10x slower), and skipping Pyro's
+    argument validation saves about 20% of a trace. Both are restored afterwards."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    with pyro.validation_enabled(False):
+        yield
+    torch.set_num_threads(threads)

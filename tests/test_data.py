@@ -228,7 +228,7 @@ def test_from_datasets_errors() -> None:
     with pytest.raises(DataError, match="meta dataset is empty"):
         from_datasets(good, _PairDataset(a["x_meta"][:0], a["y_meta"][:0]), good)
     ragged = [(np.zeros(4), 0), (np.zeros(5), 1)]
-    with pytest.raises(DataError, match=r"x_test: item 1 has shape \(5,\)"):
+    with pytest.raises(DataError, match=r"item 1 of the test dataset has features of shape \(5,\), but item 0 has \(4,\)"):
         from_datasets(good, good, ragged)  # type: ignore[arg-type]
 
 

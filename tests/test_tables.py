@@ -235,7 +235,7 @@ def test_an_iterable_meta_set_is_stacked_once_and_refused_beyond_max_rows():
     with pytest.raises(DataError, match=r"more than max_rows=5 items: .* give a map-style Dataset"):
         read_iterable(_Stream(10), max_rows=5)
     assert read_iterable(_Stream(5), max_rows=5)[0].shape == (5, 3)
-    with pytest.raises(DataError, match=r"item 6 of the iterable dataset has x of shape \(4,\) .* item 0 has \(3,\)"):
+    with pytest.raises(DataError, match=r"item 6 of the iterable dataset has features of shape \(4,\), but item 0 has \(3,\)"):
         read_iterable(_Stream(10, bad_at=6))
     with pytest.raises(DataError, match=r"item 0 of the iterable dataset is not an \(x, y\) pair"):
         read_iterable(iter([torch.zeros(3)]))

@@ -20,7 +20,7 @@ the same draws. Without it (None) each step reads its rows when it asks, in the 
 from __future__ import annotations
 
 from contextlib import contextmanager
-from typing import Any, Iterator
+from typing import Any, Iterable, Iterator
 
 import torch
 from torch.utils.data import Dataset
@@ -166,21 +166,40 @@ def _loader_settings(workers: int | None, prefetch_factor: int) -> tuple[int | N
     return workers, prefetch_factor
 
 
-def item_features(item: Any, index: int, shape: tuple | None = None, dtype: torch.dtype | None = None) -> torch.Tensor:
+def item_features(item: Any, index: int, shape: tuple | None = None, dtype: torch.dtype | None = None,
+                  where: str = "the dataset") -> torch.Tensor:
     """Item `index`'s features (x of an item x or (x, ...)) as a tensor, checked against `shape` and `dtype`."""
     x = item[0] if isinstance(item, (tuple, list)) else item
     if not torch.is_tensor(x):
         try:
             x = torch.as_tensor(x)
         except (TypeError, ValueError, RuntimeError) as exc:
-            raise DataError(f"item {index} of the dataset has features of type {type(x).__name__}, not a tensor "
+            raise DataError(f"item {index} of {where} has features of type {type(x).__name__}, not a tensor "
                             "(give a transform that makes one, e.g. torchvision's ToTensor)") from exc
     if shape is not None and tuple(x.shape) != shape:
-        raise DataError(f"item {index} of the dataset has features of shape {tuple(x.shape)}, but item 0 has "
+        raise DataError(f"item {index} of {where} has features of shape {tuple(x.shape)}, but item 0 has "
                         f"{shape}: every item must have the same shape")
     if dtype is not None and x.dtype != dtype:
-        raise DataError(f"item {index} of the dataset has dtype {x.dtype}, but item 0 has {dtype}")
+        raise DataError(f"item {index} of {where} has dtype {x.dtype}, but item 0 has {dtype}")
     return x
+
+
+def read_pairs(items: Iterable, where: str, max_rows: int | None = None) -> tuple[torch.Tensor | None, list]:
+    """(the stacked features, the list of labels as given) of (x, y, ...) items read once, each x checked
+    against item 0's shape and dtype (None when there are no items); past `max_rows` items a DataError:
+    for sets small enough to hold in memory. `where` names the source in errors."""
+    xs, ys = [], []
+    for i, item in enumerate(items):
+        if max_rows is not None and i >= max_rows:
+            raise DataError(f"{where} has more than max_rows={max_rows} items: a set read into memory is meant to "
+                            "be small; give a map-style Dataset (read on demand) instead, or raise max_rows")
+        if not isinstance(item, (tuple, list)) or len(item) < 2:
+            raise DataError(f"item {i} of {where} is not an (x, y) pair, got {type(item).__name__}")
+        first = xs[0] if xs else None
+        xs.append(item_features(item, i, None if first is None else tuple(first.shape),
+                                None if first is None else first.dtype, where))
+        ys.append(item[1])
+    return (torch.stack(xs) if xs else None), ys
 
 
 def stack_features(items: list, indices: list[int], shape: tuple, dtype: torch.dtype) -> torch.Tensor:

@@ -13,6 +13,7 @@ import torch
 from torch.utils.data import Dataset
 
 from pyro_dps.data._convert import ArrayLike, as_features, as_labels, as_mask, check_int, is_integer_dtype, preview
+from pyro_dps.data.rows import read_pairs
 from pyro_dps.errors import DataError, MetaCoverageWarning
 
 SPLIT_NAMES = ("train", "meta", "test")
@@ -239,25 +240,10 @@ def from_arrays(
 
 def _stack_dataset(dataset: Dataset[Any], split: str) -> tuple[torch.Tensor | None, torch.Tensor]:
     """Read every (x, y) pair of a dataset into stacked features and int64 labels (x is None when empty)."""
-    x_field, y_field = f"x_{split}", f"y_{split}"
     items = (dataset[i] for i in range(len(dataset))) if hasattr(dataset, "__len__") else iter(dataset)
-    xs: list[torch.Tensor] = []
-    ys: list[int] = []
-    for index, item in enumerate(items):
-        if not isinstance(item, tuple | list) or len(item) < 2:
-            raise DataError(f"{split} dataset item {index} must be an (x, y) pair, got {type(item).__name__}")
-        x, y = item[0], item[1]
-        x_tensor = x if isinstance(x, torch.Tensor) else torch.as_tensor(np.asarray(x))
-        if xs and x_tensor.shape != xs[0].shape:
-            raise DataError(
-                f"{x_field}: item {index} has shape {tuple(x_tensor.shape)} but item 0 has {tuple(xs[0].shape)}"
-            )
-        xs.append(x_tensor)
-        ys.append(_scalar_label(y, f"{y_field}[{index}]"))
-    labels = torch.tensor(ys, dtype=torch.int64)
-    if not xs:
-        return None, labels
-    return torch.stack(xs), labels
+    x, labels = read_pairs(items, f"the {split} dataset")
+    ys = [_scalar_label(y, f"y_{split}[{index}]") for index, y in enumerate(labels)]
+    return x, torch.tensor(ys, dtype=torch.int64)
 
 
 def _scalar_label(y: Any, field_name: str) -> int:

@@ -29,6 +29,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from pyro_dps.data.rows import read_pairs
 from pyro_dps.errors import DataError
 
 CHUNK = 4096  # rows whose feature values the CSV scan checks at once
@@ -375,25 +376,19 @@ def hf_rows(dataset_or_path: Any, feature_columns: str | Sequence[str], label_co
 def read_iterable(dataset: Iterable, max_rows: int = 100_000) -> tuple[torch.Tensor, torch.Tensor]:
     """(x, y) stacked from one pass over an IterableDataset of (x, y) items: for a small curated meta set
     (read into memory, so at most `max_rows` items; a larger set belongs in a map-style Dataset)."""
-    xs, ys = [], []  # the items' x and y tensors
-    for i, item in enumerate(dataset):
-        if i >= max_rows:
-            raise DataError(f"the iterable dataset has more than max_rows={max_rows} items: a meta set read into "
-                            "memory is meant to be small; give a map-style Dataset (read on demand) instead, or "
-                            "raise max_rows")
-        if not isinstance(item, (tuple, list)) or len(item) != 2:
-            raise DataError(f"item {i} of the iterable dataset is not an (x, y) pair")
-        for part, name, seen in ((item[0], "x", xs), (item[1], "y", ys)):
-            try:
-                t = torch.as_tensor(part)
-            except (TypeError, ValueError, RuntimeError) as exc:
-                raise DataError(f"item {i} of the iterable dataset has {name} of type {type(part).__name__}, "
-                                "not numbers") from exc
-            if seen and (t.shape != seen[0].shape or t.dtype != seen[0].dtype):
-                raise DataError(f"item {i} of the iterable dataset has {name} of shape {tuple(t.shape)} and dtype "
-                                f"{t.dtype}, but item 0 has {tuple(seen[0].shape)} and {seen[0].dtype}")
-            seen.append(t)
-    if not xs:
+    x, labels = read_pairs(dataset, "the iterable dataset", max_rows)
+    if x is None:
         raise DataError("the iterable dataset yields no items")
+    ys = []
+    for i, label in enumerate(labels):
+        try:
+            t = torch.as_tensor(label)
+        except (TypeError, ValueError, RuntimeError) as exc:
+            raise DataError(f"item {i} of the iterable dataset has y of type {type(label).__name__}, not "
+                            "numbers") from exc
+        if ys and (t.shape != ys[0].shape or t.dtype != ys[0].dtype):
+            raise DataError(f"item {i} of the iterable dataset has y of shape {tuple(t.shape)} and dtype {t.dtype}, "
+                            f"but item 0 has {tuple(ys[0].shape)} and {ys[0].dtype}")
+        ys.append(t)
     y = torch.stack(ys)
-    return torch.stack(xs), (y.long() if not y.is_floating_point() else y)
+    return x, (y.long() if not y.is_floating_point() else y)

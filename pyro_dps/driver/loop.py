@@ -26,6 +26,7 @@ from ..data.batches import row_indices
 from ..draws import DrawStore
 from ..errors import ConfigError, DataError
 from ..fingerprint import run_fingerprint
+from ..kernels.chain import step_scalars
 from ..kernels.schedules import make_schedule
 from ..kernels.state import Batch
 from ..outputs import config_dict
@@ -179,16 +180,7 @@ class LoopSampler:
         return row_indices(idx, n, name, distinct).to(device)
 
     def _info(self, step_size: float, recorded: bool) -> dict[str, Any]:
-        """What the step reports: the losses and mean weight as `SGMCMCKernel.logging()` shows them."""
-        state, n_total = self.live.state, self.run.problem.n_train_total
-        info: dict[str, Any] = {"step": self.live.t, "step_size": step_size, "recorded": recorded}
-        stats = state.stats
-        if "train_losses" in stats:
-            info["train_loss"] = stats["train_losses"].mean()
-        if "meta_losses" in stats and stats["meta_losses"].numel():
-            info["meta_loss"] = stats["meta_losses"].mean()
-        if state.table is not None:
-            info["w_mean"] = state.w_sum.sum() / n_total
-        elif "w" in stats:  # a weight network: the batch's mean weight
-            info["w_mean"] = stats["w"].mean()
-        return info
+        """What the step reports: its number, step size, whether a draw was kept, and `step_scalars` (the
+        losses and mean weight the progress bar shows, as tensors)."""
+        return {"step": self.live.t, "step_size": step_size, "recorded": recorded,
+                **step_scalars(self.live.state, self.run.problem.n_train_total)}

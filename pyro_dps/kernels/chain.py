@@ -18,7 +18,7 @@ from typing import Any
 import torch
 
 from ..errors import DivergenceError
-from ..potential import SiteLayout, summarize_stats
+from ..potential import SiteLayout
 from ..useful_fraction import selection_fraction
 
 CHECK_EVERY = 50  # steps between the guard's host reads of the rejection counters
@@ -120,11 +120,22 @@ class ChainControl:
                                                    self.settings, self.checkpoint)
 
 
-def progress(state, n_total: int, w_sum: torch.Tensor | None = None) -> dict[str, str]:
-    """The losses and mean weight a progress bar shows; `w_sum` is the table's total (all ranks') when given."""
-    out = {k: f"{v:.3g}" for k, v in summarize_stats(state.stats).items() if k in ("train_loss", "meta_loss")}
+def step_scalars(state, n_total: int, w_sum: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+    """The last step's mean train and meta losses and the mean weight, as 0-d tensors left on the device (no
+    host read): what the progress bar and `LoopSampler.step` report. `w_sum`: the table's total over all ranks."""
+    stats, out = state.stats, {}
+    if "train_losses" in stats:
+        out["train_loss"] = stats["train_losses"].mean()
+    if "meta_losses" in stats and stats["meta_losses"].numel():
+        out["meta_loss"] = stats["meta_losses"].mean()
     if state.table is not None:
-        out["w_mean"] = f"{float((state.w_sum if w_sum is None else w_sum).sum()) / n_total:.3f}"
-    elif "w" in state.stats:  # a weight network: the batch's mean weight
-        out["w_mean"] = f"{float(state.stats['w'].mean()):.3f}"
+        out["w_mean"] = (state.w_sum if w_sum is None else w_sum).sum() / n_total
+    elif "w" in stats:  # a weight network: the batch's mean weight
+        out["w_mean"] = stats["w"].mean()
     return out
+
+
+def progress(state, n_total: int, w_sum: torch.Tensor | None = None) -> dict[str, str]:
+    """`step_scalars` as a progress bar shows them (read from the device)."""
+    return {k: f"{float(v):.3f}" if k == "w_mean" else f"{float(v):.3g}"
+            for k, v in step_scalars(state, n_total, w_sum).items()}
