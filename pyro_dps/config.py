@@ -165,7 +165,9 @@ def _check_data(data: dict) -> None:
     for key, (low, high) in DATA_BOUNDS.items():
         if data.get(key) is not None:
             check_int(data[key], f"data.{key}", low, high)
-    for key in ("path", "cache", "train", "meta", "test", "train_labels", "meta_labels", "test_labels"):
+    from .data.disk_splits import PATH_KEYS
+
+    for key in ("path", "cache", *PATH_KEYS):
         if key in data and not data[key].strip():
             raise ConfigError(f"data.{key} must be a non-empty path, got {data[key]!r}")
     probes, meta = data.get("probes_per_class"), data.get("meta_per_class")

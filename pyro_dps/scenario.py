@@ -12,6 +12,7 @@ from .baselines import BASELINES, BETA_BASELINES
 from .config import sampler_config
 from .context import Problem
 from .data import DataSplits
+from .data.disk_splits import PATH_KEYS
 from .driver.distributed import Communicator
 from .driver.run_length import resolve_length
 from .errors import ConfigError
@@ -177,7 +178,7 @@ def baseline_settings(name: str, settings: dict, batch_size: int, meta_batch_siz
     return settings
 
 
-DATA_FILE_KEYS = ("path", "train", "meta", "test", "train_labels", "meta_labels", "test_labels")
+DATA_FILE_KEYS = ("path", *PATH_KEYS)  # data.path, and the files and folders of the on-disk sources
 
 
 def run_identity(config: dict, data_spec: dict) -> dict:
@@ -186,7 +187,7 @@ def run_identity(config: dict, data_spec: dict) -> dict:
     files = {}
     if data_spec.get("probes_per_class") == 0:  # 0 is no probes: the same run as one without the key
         data_spec = {k: v for k, v in data_spec.items() if k != "probes_per_class"}
-    for key in DATA_FILE_KEYS:  # data.path, and the files and folders of the on-disk sources
+    for key in DATA_FILE_KEYS:
         path = data_spec.get(key)
         if isinstance(path, str) and Path(path).exists():
             files[f"data.{key}"] = file_digest(path)

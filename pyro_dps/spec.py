@@ -59,10 +59,9 @@ def _mark_meta_gaps(data: DataSplits) -> DataSplits:
     """The training examples whose label no meta example has, as group META_GAP_GROUP (1; others 0), so that
     the run's metrics and report count them: a meta set may lack classes (MetaCoverageWarning), nothing is
     dropped, and these examples' weights rest on D_t alone."""
-    missing = data.classes_without_meta()
-    if not missing or META_GAP_GROUP in data.groups:
+    if META_GAP_GROUP in data.groups:
         return data
-    flag = torch.isin(data.y_train, torch.tensor(missing, dtype=data.y_train.dtype, device=data.y_train.device))
+    flag = data.without_meta_mask()
     if not bool(flag.any()):
         return data
     return replace(data, groups={**data.groups, META_GAP_GROUP: flag.to(torch.int64)})

@@ -50,6 +50,7 @@ PROTOCOL_KEYS = {"noisy": ("seed", "noise", "noise_rate", "meta_per_class", "n_t
                                       "n_test")}
 META_GAP_GROUP = "class_without_meta"  # the group of a config run's D_t marking the classes D_m lacks (spec.py)
 FOLDER_KEYS = {"image_folder": ("train", "meta", "test"), "hf_dataset": ("train", "meta", "test")}
+PATH_KEYS = ("train", "meta", "test", "train_labels", "meta_labels", "test_labels")  # the keys that name files
 
 
 @dataclass
@@ -101,9 +102,7 @@ def check_file_keys(source: str, protocol: str, spec: dict) -> None:
 def _check_paths(source: str, spec: dict) -> None:
     """Every path of the source exists, a folder where the source reads a folder and a file elsewhere."""
     folders = FOLDER_KEYS.get(source, ())
-    for key in SOURCE_KEYS[source]:
-        if key in ("image_mode", "label_column", "feature_columns"):
-            continue
+    for key in (k for k in SOURCE_KEYS[source] if k in PATH_KEYS):
         path = Path(spec[key])
         if not path.exists():
             raise ConfigError(f"data.{key} = {spec[key]!r} does not exist")
@@ -267,7 +266,7 @@ def _validated(splits: DataSplits, names: Sequence[str]) -> DataSplits:
         splits.validate()
     missing = splits.classes_without_meta()
     if missing:
-        affected = int(torch.isin(splits.y_train, torch.tensor(missing, dtype=splits.y_train.dtype)).sum())
+        affected = int(splits.without_meta_mask().sum())
         kept = (f"; they are kept, their weights rest on D_t alone, and the run's metrics and report count them "
                 f"(group {META_GAP_GROUP!r})") if affected else ""
         warnings.warn(f"data.meta has no example of classes {[names[c] for c in missing]}: {affected} of the "

@@ -19,7 +19,7 @@ from typing import Callable, Iterator
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from .rows import DatasetRows, stack_features
+from .rows import DatasetRows, read_items, stack_features
 
 
 class _Ahead:
@@ -50,9 +50,7 @@ class _Numbered(Dataset):
         return i, self.dataset[i]
 
     def __getitems__(self, items: list[int]) -> list:
-        got = self.dataset.__getitems__(items) if hasattr(self.dataset, "__getitems__") else \
-            [self.dataset[i] for i in items]
-        return list(zip(items, got, strict=True))
+        return list(zip(items, read_items(self.dataset, items), strict=True))
 
 
 class _Collate:

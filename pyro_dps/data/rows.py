@@ -109,9 +109,7 @@ class DatasetRows:
 
     def read(self, items: list[int]) -> torch.Tensor:
         """Dataset items `items` (absolute indices) read in this process and stacked (nothing counted)."""
-        got = self.dataset.__getitems__(items) if hasattr(self.dataset, "__getitems__") else \
-            [self.dataset[i] for i in items]
-        return stack_features(got, items, self.feature_shape, self.dtype)
+        return stack_features(read_items(self.dataset, items), items, self.feature_shape, self.dtype)
 
     @contextmanager
     def repeatable(self) -> Iterator[None]:
@@ -154,6 +152,11 @@ class DatasetRows:
 
     def __repr__(self) -> str:
         return f"DatasetRows({type(self.dataset).__name__}, shape={tuple(self.shape)}, dtype={self.dtype})"
+
+
+def read_items(dataset: Dataset, items: list[int]) -> list:
+    """Dataset items `items`, with one `__getitems__` call when the dataset has torch's batched-fetch protocol."""
+    return dataset.__getitems__(items) if hasattr(dataset, "__getitems__") else [dataset[i] for i in items]
 
 
 def _loader_settings(workers: int | None, prefetch_factor: int) -> tuple[int | None, int]:

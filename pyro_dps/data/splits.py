@@ -80,12 +80,17 @@ class DataSplits:
         seen = set(torch.unique(self.y_train).tolist()) | set(torch.unique(self.y_test).tolist())
         return sorted(seen - set(torch.unique(self.y_meta).tolist()))
 
+    def without_meta_mask(self) -> torch.Tensor:
+        """bool [N_t]: the training examples whose class has no example in the meta set."""
+        missing = torch.tensor(self.classes_without_meta(), dtype=self.y_train.dtype, device=self.y_train.device)
+        return torch.isin(self.y_train, missing)
+
     def _warn_uncovered_classes(self) -> None:
         """A meta set that lacks some classes is allowed (the curated set may be what the user has), with a
         warning naming them and how many training examples carry them: nothing in D_m speaks for those."""
         missing = self.classes_without_meta()
         if missing:
-            affected = int(torch.isin(self.y_train, torch.tensor(missing, dtype=self.y_train.dtype)).sum())
+            affected = int(self.without_meta_mask().sum())
             warnings.warn(f"y_meta has no example of classes {missing}: {affected} of the {self.n_train} training "
                           "examples carry those labels, and their weights and the test accuracy on those classes "
                           "rest on D_t alone", MetaCoverageWarning, stacklevel=3)
