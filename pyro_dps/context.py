@@ -12,8 +12,7 @@ from torch import nn
 from torch.func import functional_call
 from torch.utils.data import Dataset, IterableDataset
 
-from .data.rows import DatasetRows, take
-from .data.tables import read_iterable
+from .data.rows import DatasetRows, read_iterable, take
 from .errors import DataError
 from .losses import cross_entropy
 

@@ -12,7 +12,8 @@ from torch.utils.data import IterableDataset, TensorDataset
 
 import pyro_dps as dps
 from pyro_dps.data.rows import DatasetRows
-from pyro_dps.data.tables import HFRows, TableRows, hf_rows, read_iterable, table_rows
+from pyro_dps.data.rows import read_iterable
+from pyro_dps.data.tables import HFRows, TableRows, hf_rows, table_rows
 from pyro_dps.errors import DataError
 
 pa = pytest.importorskip("pyarrow")

@@ -24,10 +24,10 @@ from pyro_dps.data.loaders import (
     load_mnist_idx,
     load_npz,
 )
-from pyro_dps.data.rows import DatasetRows
+from pyro_dps.data.rows import DatasetRows, read_iterable
 from pyro_dps.data.splits import DataSplits, from_arrays, from_datasets
 from pyro_dps.data.stratified import stratified_split
-from pyro_dps.data.tables import HFRows, TableRows, hf_rows, read_iterable, table_rows
+from pyro_dps.data.tables import HFRows, TableRows, hf_rows, table_rows
 from pyro_dps.data.text import REVIEW_DOMAINS, load_reviews, mean_weight_by_domain, reviews_splits
 
 __all__ = [

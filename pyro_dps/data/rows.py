@@ -16,6 +16,8 @@ With `workers` set (0 = the loader in this process), a run reads its training ba
 `DataLoader` (`pin_memory` when the features go to a GPU) that runs ahead of the sampler
 (`pyro_dps.data.prefetch`); the batch order then comes from its own generator, so any number of workers gives
 the same draws. Without it (None) each step reads its rows when it asks, in the order of the in-memory path.
+
+Small sets are read whole: `read_pairs` (items of any dataset) and `read_iterable` (an IterableDataset meta set).
 """
 from __future__ import annotations
 
@@ -213,3 +215,24 @@ def stack_features(items: list, indices: list[int], shape: tuple, dtype: torch.d
 def take(x: torch.Tensor | DatasetRows, idx: torch.Tensor) -> torch.Tensor:
     """Rows `idx` of a feature tensor (indexing, as ever) or of a row source (a gather)."""
     return x.gather(idx) if isinstance(x, DatasetRows) else x[idx]
+
+
+def read_iterable(dataset: Iterable, max_rows: int = 100_000) -> tuple[torch.Tensor, torch.Tensor]:
+    """(x, y) stacked from one pass over an IterableDataset of (x, y) items: for a small curated meta set
+    (read into memory, so at most `max_rows` items; a larger set belongs in a map-style Dataset)."""
+    x, labels = read_pairs(dataset, "the iterable dataset", max_rows)
+    if x is None:
+        raise DataError("the iterable dataset yields no items")
+    ys = []
+    for i, label in enumerate(labels):
+        try:
+            t = torch.as_tensor(label)
+        except (TypeError, ValueError, RuntimeError) as exc:
+            raise DataError(f"item {i} of the iterable dataset has y of type {type(label).__name__}, not "
+                            "numbers") from exc
+        if ys and (t.shape != ys[0].shape or t.dtype != ys[0].dtype):
+            raise DataError(f"item {i} of the iterable dataset has y of shape {tuple(t.shape)} and dtype {t.dtype}, "
+                            f"but item 0 has {tuple(ys[0].shape)} and {ys[0].dtype}")
+        ys.append(t)
+    y = torch.stack(ys)
+    return x, (y.long() if not y.is_floating_point() else y)

@@ -1,10 +1,8 @@
-"""Feature tables on disk read a minibatch's rows at a time (CSV, Parquet, a Hugging Face dataset); a small
-iterable meta set read once into tensors.
+"""Feature tables on disk read a minibatch's rows at a time (CSV, Parquet, a Hugging Face dataset).
 
     dataset, labels = table_rows("train.csv", label_column="label")   # or .parquet; features: numeric columns
     problem = Problem(net, DatasetRows(dataset), labels, x_meta, y_meta)
     dataset, labels = hf_rows("saved/", "embedding", "label")           # a datasets.Dataset or save_to_disk folder
-    x_meta, y_meta = read_iterable(curated)                            # an IterableDataset of (x, y), stacked
 
 Only labels are kept in memory. A CSV is scanned once (each data line's byte offset, an int64 a row; labels read,
 field counts and feature values checked and dropped); a gather seeks to its rows' lines and parses just those
@@ -20,7 +18,7 @@ import importlib
 import os
 import re
 from array import array
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from itertools import chain
 from pathlib import Path
 from typing import Any
@@ -29,7 +27,6 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from pyro_dps.data.rows import read_pairs
 from pyro_dps.errors import DataError
 
 CHUNK = 4096  # rows whose feature values the CSV scan checks at once
@@ -188,7 +185,7 @@ class _Parquet:
         pa, pq = _optional("pyarrow", "tables"), _optional("pyarrow.parquet", "tables")
         self.path, self.rows_read, self.groups_read, self._cached, where = path, 0, 0, (-1, None), repr(str(path))
         try:
-            file = pq.ParquetFile(path)
+            self._file = file = pq.ParquetFile(path)
         except (pa.ArrowException, OSError) as exc:
             raise DataError(f"{where} cannot be read as a Parquet file: {exc}") from exc
         schema = file.schema_arrow
@@ -217,8 +214,7 @@ class _Parquet:
         """Row group `g`'s feature columns as float64 (rows, n_features): the kept one, or read now."""
         if self._cached[0] == g:
             return self._cached[1]
-        pq = _optional("pyarrow.parquet", "tables")
-        table = pq.ParquetFile(self.path).read_row_group(g, columns=self.columns)
+        table = self._handle().read_row_group(g, columns=self.columns)
         self.groups_read += 1
         for c in self.columns:
             nulls = table.column(c).is_null().to_numpy(zero_copy_only=False)
@@ -228,6 +224,16 @@ class _Parquet:
         block = np.column_stack([table.column(c).to_numpy().astype(np.float64) for c in self.columns])
         self._cached = (g, block)
         return block
+
+    def _handle(self) -> Any:
+        """The open `ParquetFile` (its metadata parsed once per process, not at every row group read)."""
+        if self._file is None:
+            self._file = _optional("pyarrow.parquet", "tables").ParquetFile(self.path)
+        return self._file
+
+    def __getstate__(self) -> dict:
+        """Pickled for a DataLoader worker without the open file, which the worker opens for itself."""
+        return {**self.__dict__, "_file": None}
 
     def read(self, rows: list[int]) -> np.ndarray:
         """The features of rows `rows` as float64 (len(rows), n_features), by row group (the kept one first)."""
@@ -371,24 +377,3 @@ def hf_rows(dataset_or_path: Any, feature_columns: str | Sequence[str], label_co
                             f"hf_rows(datasets.load_from_disk(path)[{next(iter(dataset))!r}], ...)")
     rows = HFRows(dataset, feature_columns, label_column, dtype)
     return rows, rows.labels
-
-
-def read_iterable(dataset: Iterable, max_rows: int = 100_000) -> tuple[torch.Tensor, torch.Tensor]:
-    """(x, y) stacked from one pass over an IterableDataset of (x, y) items: for a small curated meta set
-    (read into memory, so at most `max_rows` items; a larger set belongs in a map-style Dataset)."""
-    x, labels = read_pairs(dataset, "the iterable dataset", max_rows)
-    if x is None:
-        raise DataError("the iterable dataset yields no items")
-    ys = []
-    for i, label in enumerate(labels):
-        try:
-            t = torch.as_tensor(label)
-        except (TypeError, ValueError, RuntimeError) as exc:
-            raise DataError(f"item {i} of the iterable dataset has y of type {type(label).__name__}, not "
-                            "numbers") from exc
-        if ys and (t.shape != ys[0].shape or t.dtype != ys[0].dtype):
-            raise DataError(f"item {i} of the iterable dataset has y of shape {tuple(t.shape)} and dtype {t.dtype}, "
-                            f"but item 0 has {tuple(ys[0].shape)} and {ys[0].dtype}")
-        ys.append(t)
-    y = torch.stack(ys)
-    return x, (y.long() if not y.is_floating_point() else y)
