@@ -112,11 +112,15 @@ def write_json(path: Path, document: dict) -> None:
 def write_weights_csv(path: Path, summary: dict[str, np.ndarray], labels: np.ndarray,
                       clean: np.ndarray | None, example_ids: np.ndarray | None = None,
                       flagged: np.ndarray | None = None,
-                      suggested: tuple[np.ndarray, np.ndarray] | None = None) -> None:
+                      suggested: tuple[np.ndarray, np.ndarray] | None = None,
+                      p_clean: np.ndarray | None = None) -> None:
     """One row per training example: index, label, clean flag, posterior mean, sd, 5% and 95% quantiles.
     `flagged`: the rows that get a clean flag (default all); the others (probe examples) leave it empty.
-    `suggested`: (class, probability) per row (`pyro_dps.suggested`): columns suggested_label, p_suggested."""
+    `suggested`: (class, probability) per row (`pyro_dps.suggested`): columns suggested_label, p_suggested.
+    `p_clean`: P(clean) per row calibrated on the probes (`pyro_dps.clean_probability`): column p_clean."""
     n = len(summary["mean"])
+    if p_clean is not None and len(p_clean) != n:
+        raise ValueError(f"p_clean must have {n} entries, one per example")
     ids = np.arange(n) if example_ids is None else example_ids
     flagged = np.ones(n, bool) if flagged is None else np.asarray(flagged, bool)
     if suggested is not None and any(len(a) != n for a in suggested):
@@ -124,10 +128,12 @@ def write_weights_csv(path: Path, summary: dict[str, np.ndarray], labels: np.nda
     with path.open("w", newline="") as fh:
         out = csv.writer(fh)
         out.writerow(["index", "label", "clean", "mean", "sd", "q05", "q95"]
-                     + (["suggested_label", "p_suggested"] if suggested is not None else []))
+                     + (["suggested_label", "p_suggested"] if suggested is not None else [])
+                     + (["p_clean"] if p_clean is not None else []))
         for i in range(n):
             flag = "" if clean is None or not flagged[i] else int(bool(clean[i]))
-            extra = [] if suggested is None else [int(suggested[0][i]), f"{suggested[1][i]:.6f}"]
+            extra = ([] if suggested is None else [int(suggested[0][i]), f"{suggested[1][i]:.6f}"]) \
+                + ([] if p_clean is None else [f"{p_clean[i]:.6f}"])
             out.writerow([int(ids[i]), int(labels[i]), flag, f"{summary['mean'][i]:.6f}", f"{summary['sd'][i]:.6f}",
                           f"{summary['q05'][i]:.6f}", f"{summary['q95'][i]:.6f}", *extra])
 

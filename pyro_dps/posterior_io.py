@@ -33,7 +33,7 @@ from .arviz_data import flat_draws
 from .errors import ConfigError, DataError
 from .outputs import check_writable, config_dict, metrics_document, plain, save_weight_histograms, write_json, \
     write_weights_csv
-from .probes import PROBE_GROUP, non_probe_mask
+from .probes import PROBE_GROUP, non_probe_mask, probe_calibrated_clean
 from .report.build import ReportInputs, build_page
 from .report.examples import _Examples, as_numpy, examples_from_arrays, gallery_arrays, store_gallery_examples
 from .report.files import report_or_warn, selection_csv_path, write_page
@@ -107,7 +107,8 @@ def _write_run_files(posterior, stage: Path, coords: dict, name: str, label: str
     if labels is not None:
         summary = posterior.weight_summary()
         write_weights_csv(stage / "weights.csv", summary, labels, clean, posterior.draws.example_ids,
-                          suggested=found)
+                          suggested=found,
+                          p_clean=probe_calibrated_clean(summary["mean"], coords.get(PROBE_GROUP), posterior.hyper))
     posterior.save_draws(stage / "draws.nc", coords, keep=True)  # the posterior's own draws stay as they are
     if labels is not None:
         save_weight_histograms(stage / "weights_by_group.png", summary["mean"], labels, clean,

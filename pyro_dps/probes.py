@@ -8,6 +8,7 @@ check of the weights on this data set; the probes also calibrate the selection t
     data, probes = add_probes(data, per_class=2, seed=0)        # D_m shrinks, D_t grows by 2 * 2 * K rows
     ...run...
     probe_report(w_draws, probes)                                 # {"auroc", "precision", "recall", "ece", ...}
+    p_clean = probe_calibrated_clean(mean_w, data.groups["probe"], hyper)  # P(clean) per row (prior: beta)
     keep = non_probe_mask(data)                                   # the rows that count in the training result
 
 A functional core: arrays in, arrays out. The probe rows are recorded in `data.groups["probe"]`
@@ -21,9 +22,11 @@ import numpy as np
 import torch
 from sklearn.metrics import roc_auc_score
 
+from .clean_probability import clean_probability, cross_fitted_probability, fit_calibration
 from .data import DataSplits
 from .errors import ConfigError, DataError
 from .selection import pooled_draws, posterior_mean, prob_above, select_by_probability
+from .useful_fraction import selection_fraction
 
 PROBE_GROUP = "probe"
 NOT_PROBE, GOOD, BAD = 0, 1, 2
@@ -200,6 +203,16 @@ def calibrated_threshold(w_draws, probes: ProbeSet, tau: float = 0.5, target: fl
     return None
 
 
+def _p_clean_reliability(mean: np.ndarray, good: np.ndarray, bins: int) -> tuple[list[dict] | None, float | None]:
+    """Reliability (bins, ECE) of the probes' P(clean), each pair calibrated without itself; None with fewer than
+    2 probes of a kind."""
+    n_good, n_bad = int(good.sum()), int((~good).sum())
+    if min(n_good, n_bad) < 2:
+        return None, None
+    p = cross_fitted_probability(mean[good], mean[~good])  # the good probes first, then the corrupted ones
+    return reliability(p, np.concatenate([np.ones(n_good, bool), np.zeros(n_bad, bool)]), bins)
+
+
 def probe_report(w_draws, probes: ProbeSet, tau: float = 0.5, q: float = 0.9, bins: int = 10,
                  target: float = 0.95) -> dict:
     """How well the weights tell the good probes from the corrupted ones: AUROC of the posterior mean,
@@ -212,9 +225,26 @@ def probe_report(w_draws, probes: ProbeSet, tau: float = 0.5, q: float = 0.9, bi
     table, ece = reliability(p, good, bins)
     q_star = calibrated_threshold(cols, ProbeSet(np.flatnonzero(good), np.flatnonzero(~good)), tau, target)
     star_recall = None if q_star is None else precision_recall(select_by_probability(cols, tau, q_star), good)[1]
+    p_table, p_ece = _p_clean_reliability(mean, good, bins)
     return {"n_good": int(good.sum()), "n_bad": int((~good).sum()), "tau": float(tau), "q": float(q),
             "auroc": auroc, "mean_weight_good": float(mean[good].mean()) if good.any() else None,
             "mean_weight_bad": float(mean[~good].mean()) if (~good).any() else None,
             "selected": int(selected.sum()), "precision": precision, "recall": recall,
             "ece": ece, "reliability": table, "target_precision": float(target), "calibrated_q": q_star,
-            "calibrated_recall": star_recall}
+            "calibrated_recall": star_recall, "p_clean": {"ece": p_ece, "reliability": p_table}}
+
+
+def probe_calibrated_clean(mean, status, hyper: dict | None) -> np.ndarray | None:
+    """P(clean) of every row from its posterior mean weight `mean` (one per row of D_t), calibrated on the probe
+    rows that the `probe` group array `status` marks (`pyro_dps.clean_probability`), at the prior fraction of clean
+    rows: the model's beta (the mean weight of the user's rows for a model without a numeric one). None without
+    probes (`status` None)."""
+    if status is None:
+        return None
+    mean = np.asarray(mean, dtype=np.float64)
+    status = status.cpu().numpy() if isinstance(status, torch.Tensor) else np.asarray(status)
+    probes, own = probes_from_group(status), non_probe_mask(status)
+    prior = selection_fraction(hyper) or float(np.mean(mean[own]))
+    edge = 1.0 / (2 * max(int(own.sum()), 1))  # a prior of 0 or 1 would make every probability 0 or 1
+    calibration = fit_calibration(mean[probes.good], mean[probes.bad])
+    return clean_probability(mean, calibration, float(np.clip(prior, edge, 1 - edge)))

@@ -22,7 +22,8 @@ from .model_loader import load_model
 from .outputs import (check_writable, config_dict, metrics_document, plain, save_weight_histograms, write_json,
                       write_weights_csv)
 from .posterior import Posterior, fit
-from .probes import PROBE_GROUP, non_probe_mask, probe_report, probes_from_group
+from .probes import (PROBE_GROUP, non_probe_mask, probe_calibrated_clean, probe_report, probes_from_group,
+                     reliability)
 from .report.examples import save_gallery_examples
 from .report.write import write_run_report
 from .rundir import check_out_dir, remove_stale_staging, run_lock, staged_directory
@@ -119,8 +120,9 @@ def _metrics(config: dict, data, data_spec: dict, length, posterior, methods: di
     """metrics.json of a run: every method's test accuracy, the weights' quality against the ground truth, the
     mean weight by group, the probes, the configuration as run ("auto" lengths resolved) and the model record."""
     summary = posterior.weight_summary()
+    p_clean = probe_calibrated_clean(summary["mean"], data.groups.get(PROBE_GROUP), posterior.hyper)
     document = metrics_document(data.name if config["name"] == "custom" else config["name"], methods,
-                                weight_metrics(summary["mean"], data))
+                                weight_metrics(summary["mean"], data, p_clean))
     document["mean_weight_by_group"] = mean_weight_by_group(summary["mean"], data)
     probes = probe_metrics(posterior, data)
     if probes is not None:
@@ -140,7 +142,8 @@ def _write_run_dir(out, overwrite: bool, posterior, config: dict, data, document
     with staged_directory(out, overwrite) as stage:
         write_json(stage / "metrics.json", document)
         write_weights_csv(stage / "weights.csv", summary, data.y_train.numpy(), clean, flagged=keep,
-                          suggested=suggested)
+                          suggested=suggested,
+                          p_clean=probe_calibrated_clean(summary["mean"], data.groups.get(PROBE_GROUP), posterior.hyper))
         posterior.save_draws(stage / "draws.nc", example_coords(data))
         save_posterior_state(stage / STATE_FILE, posterior, config, tuple(data.x_train.shape[1:]), data.num_classes)
         save_weight_histograms(stage / "weights_by_group.png", summary["mean"][keep], data.y_train.numpy()[keep],
@@ -218,16 +221,20 @@ def _run_baseline(name: str, settings: dict, config: dict, data: DataSplits, sam
             "test_accuracy_ensemble": None, "seconds": time.perf_counter() - start}
 
 
-def weight_metrics(mean: np.ndarray, data: DataSplits) -> dict[str, float | None]:
-    """metrics.json's "weights": noise AUROC and mean weight of clean and corrupted examples, on the user's own
-    rows of D_t only (probe examples never count in the training result)."""
+def weight_metrics(mean: np.ndarray, data: DataSplits, p_clean: np.ndarray | None = None) -> dict[str, float | None]:
+    """metrics.json's "weights": noise AUROC and mean weight of clean and corrupted examples, and (with the probes'
+    P(clean) and known corruption) the ECE of P(clean) against the truth, on the user's own rows of D_t only
+    (probe examples never count in the training result)."""
     keep = non_probe_mask(data)
     mean = np.asarray(mean)[keep]
     clean = None if data.clean is None else data.clean.cpu().numpy()[keep]
-    return {"noise_auroc": noise_auroc(mean, clean),
-            "mean_weight_clean": float(mean[clean].mean()) if clean is not None else float(mean.mean()),
-            "mean_weight_noisy": float(mean[~clean].mean()) if clean is not None and (~clean).any()
-            else float("nan")}
+    out = {"noise_auroc": noise_auroc(mean, clean),
+           "mean_weight_clean": float(mean[clean].mean()) if clean is not None else float(mean.mean()),
+           "mean_weight_noisy": float(mean[~clean].mean()) if clean is not None and (~clean).any()
+           else float("nan")}
+    if p_clean is not None and clean is not None:
+        out["p_clean_ece"] = reliability(np.asarray(p_clean)[keep], clean)[1]
+    return out
 
 
 def mean_weight_by_group(mean: np.ndarray, data: DataSplits) -> dict[str, dict[str, float]]:
@@ -286,5 +293,7 @@ def result_table(document: dict) -> str:
             return "-" if v is None else f"{v:.3f}"
         lines.append(f"probe self-check ({p['n_good']} good, {p['n_bad']} corrupted): AUROC {num(p['auroc'])}, "
                      f"P(w > {p['tau']:g}) >= {p['q']:g} precision {num(p['precision'])} recall {num(p['recall'])}, "
-                     f"ECE {num(p['ece'])}")
+                     f"ECE {num(p['ece'])}; P(clean) calibrated on the probes: ECE {num(p['p_clean']['ece'])} "
+                     "(each probe pair calibrated without itself)"
+                     + (f", {num(w['p_clean_ece'])} against the true labels" if w and "p_clean_ece" in w else ""))
     return "\n".join(lines)

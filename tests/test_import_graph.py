@@ -98,7 +98,7 @@ STAGES = {
     "kernels": ("pyro_dps.kernels", "pyro_dps.bounds"),
     "driver": ("pyro_dps.driver", "pyro_dps.draws"),
     "diagnostics": ("pyro_dps.arviz_data", "pyro_dps.diagnostics", "pyro_dps.diagnostic_plots"),
-    "selection": ("pyro_dps.selection", "pyro_dps.probes", "pyro_dps.suggested"),
+    "selection": ("pyro_dps.selection", "pyro_dps.clean_probability", "pyro_dps.probes", "pyro_dps.suggested"),
     "report": ("pyro_dps.report", "pyro_dps.posterior"),
     "application": ("pyro_dps.config", "pyro_dps.spec", "pyro_dps.scoring", "pyro_dps.scenario", "pyro_dps.cli",
                     "pyro_dps.__main__", "pyro_dps.integrations"),

@@ -9,6 +9,7 @@ import pytest
 import torch
 from sklearn.metrics import roc_auc_score
 
+from pyro_dps.clean_probability import clean_probability, cross_fitted_probability, fit_calibration
 from pyro_dps.config import DEMO, validate_config
 from pyro_dps.data import from_arrays
 from pyro_dps.errors import ConfigError, DataError
@@ -271,9 +272,17 @@ def test_run_reports_the_probes(tmp_path, monkeypatch):
     assert PROBE_GROUP not in saved["mean_weight_by_group"]
     rows = list(csv.DictReader((out / "weights.csv").open()))
     assert len(rows) == n_own + 40 and all(r["clean"] == "" for r in rows[n_own:])
+    # P(clean): the posterior mean weight calibrated on the 20 + 20 probes at the prior beta = 0.5
+    mean = w.reshape(-1, w.shape[-1]).mean(0)
+    expected = clean_probability(mean, fit_calibration(mean[n_own:n_own + 20], mean[n_own + 20:]), 0.5)
+    assert np.array([float(r["p_clean"]) for r in rows]) == pytest.approx(expected, abs=2e-6)
+    assert saved["weights"]["p_clean_ece"] == pytest.approx(reliability(expected[:n_own], clean)[1], abs=1e-5)
+    assert p["p_clean"]["ece"] == pytest.approx(reliability(
+        cross_fitted_probability(mean[n_own:n_own + 20], mean[n_own + 20:]), np.arange(40) < 20)[1])
     text = (out / "report.html").read_text()
     section = re.search(r'<section id="probes">.*?</section>', text, re.S).group(0)
-    assert "Self-check with probe examples" in section and section.count("data:image/png;base64,") == 1
+    assert "Self-check with probe examples" in section and section.count("data:image/png;base64,") == 2
+    assert "P(clean)" in section and "<code>p_clean</code>" in section
     assert f"<td>{p['ece']:.3g}</td>" in section and "precision" in section and "AUROC" in section
     assert '<a href="#probes">' in text and f"{n_own} training examples (+ 40 probe examples)" in text
     weights = re.search(r'<section id="weights">.*?</section>', text, re.S).group(0)

@@ -10,9 +10,10 @@ from .html import _figure, _figure_uri, _fmt, _table
 from .page import PROBE_SECTION
 
 
-def plot_reliability(table: list[dict], ece: float | None, tau: float):
-    """The probes' reliability diagram: fraction of good probes against mean P(w > tau) per bin (left), and
-    the probes per bin (right)."""
+def plot_reliability(table: list[dict], ece: float | None, tau: float, what: str | None = None):
+    """The probes' reliability diagram: fraction of good probes against the mean probability `what` (default
+    P(w > tau)) per bin (left), and the probes per bin (right)."""
+    what = what or f"P(w > {tau:g})"
     from matplotlib.figure import Figure  # no pyplot: the caller's backend is left alone
 
     fig = Figure(figsize=(9, 3.6))
@@ -24,7 +25,7 @@ def plot_reliability(table: list[dict], ece: float | None, tau: float):
     for b in full:
         left.annotate(str(b["count"]), (b["mean_p"], b["fraction_good"]), textcoords="offset points",
                       xytext=(4, -10), fontsize=8)
-    left.set(xlim=(-0.03, 1.03), ylim=(-0.03, 1.03), xlabel=f"mean P(w > {tau:g}) in the bin",
+    left.set(xlim=(-0.03, 1.03), ylim=(-0.03, 1.03), xlabel=f"mean {what} in the bin",
              ylabel="fraction of good probes")
     left.legend(fontsize=8, loc="upper left")
     centers = [(b["lower"] + b["upper"]) / 2 for b in table]
@@ -33,7 +34,7 @@ def plot_reliability(table: list[dict], ece: float | None, tau: float):
     bad = np.array([b["count"] for b in table]) - good
     right.bar(centers, good, width=0.9 * width, color="tab:blue", label="good")
     right.bar(centers, bad, width=0.9 * width, bottom=good, color="tab:red", label="corrupted")
-    right.set(xlim=(0, 1), xlabel=f"P(w > {tau:g})", ylabel="probes")
+    right.set(xlim=(0, 1), xlabel=what, ylabel="probes")
     right.legend(fontsize=8)
     fig.tight_layout()
     return fig
@@ -72,6 +73,23 @@ def _probe_section(w: np.ndarray, probes: ProbeSet, tau: float, q: float, config
                       "of good probes (numbers: probes in the bin); on the dashed line the probability is "
                       "calibrated.")
             + _table(["P(w &gt; tau) bin", "probes", "mean P", "fraction good"], bins)
+            + _p_clean_part(r["p_clean"], tau)
             + f'<p class="note">With {len(probes)} probes, one probe more or less moves the precision or a '
               "bin's fraction by a large step: these are rough numbers; more probes per class make them finer.</p>"
               "</section>")
+
+
+def _p_clean_part(p_clean: dict, tau: float) -> str:
+    """The probes' reliability of P(clean) (the weights.csv column), each probe pair calibrated without itself."""
+    if p_clean["reliability"] is None:
+        return "<p>P(clean) needs at least 2 good and 2 corrupted probes.</p>"
+    return ("<h3>P(clean): the posterior mean weight calibrated on the probes</h3>"
+            f"<p>At a cold temperature P(w &gt; {tau:g}) is a keep/drop decision, not a probability to bet on. "
+            "weights.csv's column <code>p_clean</code> is the probability that an example is clean: an isotonic "
+            "regression of good / corrupted on the probes' posterior mean weights, turned by Bayes' rule into a "
+            "probability at the run's beta (the estimated fraction of the training set that is like the curated "
+            "set). Below, each probe's P(clean) comes from a calibration fitted without its pair, so the diagram "
+            "is not in-sample. It is calibrated for corruption like the probes' (a wrong label).</p>"
+            + _figure(_figure_uri(plot_reliability(p_clean["reliability"], p_clean["ece"], tau, "P(clean)")),
+                      "reliability diagram of P(clean)",
+                      "Reliability of P(clean) on the probes (at their own base rate, half good), cross-fitted."))
