@@ -190,6 +190,17 @@ def reliability(p: np.ndarray, good: np.ndarray, bins: int = 10) -> tuple[list[d
     return rows, (gap / len(p) if len(p) else None)
 
 
+def chance_ece(p: np.ndarray, bins: int = 10, draws: int = 200, seed: int = 0) -> float | None:
+    """The ECE that perfectly calibrated probabilities `p` show by chance on this many outcomes: the mean ECE of
+    outcomes drawn as Bernoulli(p) (`draws` seeded simulations). A measured ECE near it is all a sample of this
+    size can resolve."""
+    p = np.asarray(p, np.float64)
+    if len(p) == 0:
+        return None
+    rng = np.random.default_rng([int(seed), 0x656365])
+    return float(np.mean([reliability(p, rng.uniform(size=len(p)) < p, bins)[1] for _ in range(draws)]))
+
+
 def calibrated_threshold(w_draws, probes: ProbeSet, tau: float = 0.5, target: float = 0.95,
                          grid=None) -> float | None:
     """The smallest q of `grid` (default 0, 0.01, ..., 1) whose rule P(w > tau) >= q reaches precision
@@ -203,14 +214,15 @@ def calibrated_threshold(w_draws, probes: ProbeSet, tau: float = 0.5, target: fl
     return None
 
 
-def _p_clean_reliability(mean: np.ndarray, good: np.ndarray, bins: int) -> tuple[list[dict] | None, float | None]:
-    """Reliability (bins, ECE) of the probes' P(clean), each pair calibrated without itself; None with fewer than
-    2 probes of a kind."""
+def _p_clean_reliability(mean: np.ndarray, good: np.ndarray, bins: int) -> dict:
+    """Reliability (bins, ECE, and the ECE a calibrated P(clean) would show by chance on these probes) of the
+    probes' P(clean), each pair calibrated without itself; None values with fewer than 2 probes of a kind."""
     n_good, n_bad = int(good.sum()), int((~good).sum())
     if min(n_good, n_bad) < 2:
-        return None, None
+        return {"ece": None, "ece_chance": None, "reliability": None}
     p = cross_fitted_probability(mean[good], mean[~good])  # the good probes first, then the corrupted ones
-    return reliability(p, np.concatenate([np.ones(n_good, bool), np.zeros(n_bad, bool)]), bins)
+    table, ece = reliability(p, np.concatenate([np.ones(n_good, bool), np.zeros(n_bad, bool)]), bins)
+    return {"ece": ece, "ece_chance": chance_ece(p, bins), "reliability": table}
 
 
 def probe_report(w_draws, probes: ProbeSet, tau: float = 0.5, q: float = 0.9, bins: int = 10,
@@ -225,13 +237,12 @@ def probe_report(w_draws, probes: ProbeSet, tau: float = 0.5, q: float = 0.9, bi
     table, ece = reliability(p, good, bins)
     q_star = calibrated_threshold(cols, ProbeSet(np.flatnonzero(good), np.flatnonzero(~good)), tau, target)
     star_recall = None if q_star is None else precision_recall(select_by_probability(cols, tau, q_star), good)[1]
-    p_table, p_ece = _p_clean_reliability(mean, good, bins)
     return {"n_good": int(good.sum()), "n_bad": int((~good).sum()), "tau": float(tau), "q": float(q),
             "auroc": auroc, "mean_weight_good": float(mean[good].mean()) if good.any() else None,
             "mean_weight_bad": float(mean[~good].mean()) if (~good).any() else None,
             "selected": int(selected.sum()), "precision": precision, "recall": recall,
             "ece": ece, "reliability": table, "target_precision": float(target), "calibrated_q": q_star,
-            "calibrated_recall": star_recall, "p_clean": {"ece": p_ece, "reliability": p_table}}
+            "calibrated_recall": star_recall, "p_clean": _p_clean_reliability(mean, good, bins)}
 
 
 def probe_calibrated_clean(mean, status, hyper: dict | None) -> np.ndarray | None:

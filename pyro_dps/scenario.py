@@ -294,6 +294,6 @@ def result_table(document: dict) -> str:
         lines.append(f"probe self-check ({p['n_good']} good, {p['n_bad']} corrupted): AUROC {num(p['auroc'])}, "
                      f"P(w > {p['tau']:g}) >= {p['q']:g} precision {num(p['precision'])} recall {num(p['recall'])}, "
                      f"ECE {num(p['ece'])}; P(clean) calibrated on the probes: ECE {num(p['p_clean']['ece'])} "
-                     "(each probe pair calibrated without itself)"
+                     f"(each probe pair calibrated without itself; {num(p['p_clean']['ece_chance'])} by chance alone)"
                      + (f", {num(w['p_clean_ece'])} against the true labels" if w and "p_clean_ece" in w else ""))
     return "\n".join(lines)

@@ -96,3 +96,17 @@ def test_probe_calibrated_clean_uses_beta_as_the_prior():
 def test_bad_input_is_named(call, message):
     with pytest.raises(DataError, match=message):
         call()
+
+
+def test_chance_ece_is_what_calibrated_probabilities_show_on_a_finite_sample():
+    from pyro_dps.probes import chance_ece
+
+    # certain probabilities are never wrong by chance
+    assert chance_ece(np.array([0.0] * 10 + [1.0] * 10)) == 0.0
+    # 40 outcomes at p = 1/2 (one bin): the ECE is |X / 40 - 1/2| with X ~ Binomial(40, 1/2), whose mean is exact;
+    # the 200 simulations' mean has a standard error of sd / sqrt(200) (sd about 0.047): 4 standard errors allowed
+    k = np.arange(41)
+    exact = float(np.sum(stats.binom.pmf(k, 40, 0.5) * np.abs(k / 40 - 0.5)))
+    sd = float(np.sqrt(np.sum(stats.binom.pmf(k, 40, 0.5) * (np.abs(k / 40 - 0.5) - exact) ** 2)))
+    assert chance_ece(np.full(40, 0.5)) == pytest.approx(exact, abs=4 * sd / np.sqrt(200))
+    assert chance_ece(np.zeros(0)) is None

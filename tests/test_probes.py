@@ -14,7 +14,7 @@ from pyro_dps.config import DEMO, validate_config
 from pyro_dps.data import from_arrays
 from pyro_dps.errors import ConfigError, DataError
 from pyro_dps.outputs import write_weights_csv
-from pyro_dps.probes import (BAD, GOOD, NOT_PROBE, PROBE_GROUP, ProbeSet, add_probes, calibrated_threshold,
+from pyro_dps.probes import (BAD, GOOD, NOT_PROBE, PROBE_GROUP, ProbeSet, add_probes, calibrated_threshold, chance_ece,
                              non_probe_mask, probe_report, probes_from_group, reliability)
 from pyro_dps.scenario import build_data, mean_weight_by_group, weight_metrics
 
@@ -277,8 +277,9 @@ def test_run_reports_the_probes(tmp_path, monkeypatch):
     expected = clean_probability(mean, fit_calibration(mean[n_own:n_own + 20], mean[n_own + 20:]), 0.5)
     assert np.array([float(r["p_clean"]) for r in rows]) == pytest.approx(expected, abs=2e-6)
     assert saved["weights"]["p_clean_ece"] == pytest.approx(reliability(expected[:n_own], clean)[1], abs=1e-5)
-    assert p["p_clean"]["ece"] == pytest.approx(reliability(
-        cross_fitted_probability(mean[n_own:n_own + 20], mean[n_own + 20:]), np.arange(40) < 20)[1])
+    cross = cross_fitted_probability(mean[n_own:n_own + 20], mean[n_own + 20:])
+    assert p["p_clean"]["ece"] == pytest.approx(reliability(cross, np.arange(40) < 20)[1])
+    assert p["p_clean"]["ece_chance"] == pytest.approx(chance_ece(cross))
     text = (out / "report.html").read_text()
     section = re.search(r'<section id="probes">.*?</section>', text, re.S).group(0)
     assert "Self-check with probe examples" in section and section.count("data:image/png;base64,") == 2

@@ -92,4 +92,7 @@ def _p_clean_part(p_clean: dict, tau: float) -> str:
             "is not in-sample. It is calibrated for corruption like the probes' (a wrong label).</p>"
             + _figure(_figure_uri(plot_reliability(p_clean["reliability"], p_clean["ece"], tau, "P(clean)")),
                       "reliability diagram of P(clean)",
-                      "Reliability of P(clean) on the probes (at their own base rate, half good), cross-fitted."))
+                      "Reliability of P(clean) on the probes (at their own base rate, half good), cross-fitted.")
+            + f'<p class="note">A perfectly calibrated P(clean) would show an ECE of about '
+              f'{_fmt(p_clean["ece_chance"], 3)} on these probes by chance alone (outcomes simulated from it): an '
+              "ECE near that is all this many probes can resolve.</p>")
