@@ -138,6 +138,20 @@ def write_weights_csv(path: Path, summary: dict[str, np.ndarray], labels: np.nda
                           f"{summary['q05'][i]:.6f}", f"{summary['q95'][i]:.6f}", *extra])
 
 
+def write_weight_files(stage: Path, summary: dict[str, np.ndarray], labels: np.ndarray, clean: np.ndarray | None,
+                       own: np.ndarray, title: str, example_ids: np.ndarray | None = None,
+                       suggested: tuple[np.ndarray, np.ndarray] | None = None,
+                       p_clean: np.ndarray | None = None) -> None:
+    """A run's per-example files, as `pyro-dps run` and `Posterior.save` both write them: weights.csv (every row;
+    clean flags on the user's `own` rows only) and weights_by_group.png (the `own` rows only: probe rows are
+    not the user's data)."""
+    own = np.asarray(own, bool)
+    write_weights_csv(stage / "weights.csv", summary, labels, clean, example_ids, flagged=own, suggested=suggested,
+                      p_clean=p_clean)
+    save_weight_histograms(stage / "weights_by_group.png", summary["mean"][own], np.asarray(labels)[own],
+                           None if clean is None else np.asarray(clean)[own], title=title)
+
+
 def save_weight_histograms(path: Path, mean: np.ndarray, labels: np.ndarray, clean: np.ndarray | None,
                           title: str = "") -> None:
     """Histograms of posterior mean weights split clean/corrupted (when known) and per label."""

@@ -31,8 +31,7 @@ import numpy as np
 
 from .arviz_data import flat_draws
 from .errors import ConfigError, DataError
-from .outputs import check_writable, config_dict, metrics_document, plain, save_weight_histograms, write_json, \
-    write_weights_csv
+from .outputs import check_writable, config_dict, metrics_document, plain, write_json, write_weight_files
 from .probes import PROBE_GROUP, non_probe_mask, probe_calibrated_clean
 from .report.build import ReportInputs, build_page
 from .report.examples import _Examples, as_numpy, examples_from_arrays, gallery_arrays, store_gallery_examples
@@ -104,15 +103,13 @@ def _write_run_files(posterior, stage: Path, coords: dict, name: str, label: str
     write_json(stage / "metrics.json", run_metrics(posterior, name))
     labels, clean = coords.get("label"), coords.get("clean")
     found = _suggestions(posterior, echo) if labels is not None else None
+    own = non_probe_mask(coords.get(PROBE_GROUP), len(posterior.draws.example_ids))
     if labels is not None:
         summary = posterior.weight_summary()
-        write_weights_csv(stage / "weights.csv", summary, labels, clean, posterior.draws.example_ids,
-                          suggested=found,
-                          p_clean=probe_calibrated_clean(summary["mean"], coords.get(PROBE_GROUP), posterior.hyper))
+        write_weight_files(stage, summary, labels, clean, own, f"{name}: posterior mean weights",
+                           posterior.draws.example_ids, found,
+                           probe_calibrated_clean(summary["mean"], coords.get(PROBE_GROUP), posterior.hyper))
     posterior.save_draws(stage / "draws.nc", coords, keep=True)  # the posterior's own draws stay as they are
-    if labels is not None:
-        save_weight_histograms(stage / "weights_by_group.png", summary["mean"], labels, clean,
-                              title=f"{name}: posterior mean weights")
     store_gallery_examples(stage, posterior.problem.x_train, _own_rows(coords, len(posterior.draws.example_ids)),
                            echo=echo)
 

@@ -19,8 +19,7 @@ from .errors import ConfigError
 from .fingerprint import file_digest
 from .metrics import accuracy, noise_auroc
 from .model_loader import load_model
-from .outputs import (check_writable, config_dict, metrics_document, plain, save_weight_histograms, write_json,
-                      write_weights_csv)
+from .outputs import check_writable, config_dict, metrics_document, plain, write_json, write_weight_files
 from .posterior import Posterior, fit
 from .probes import (PROBE_GROUP, non_probe_mask, probe_calibrated_clean, probe_report, probes_from_group,
                      reliability)
@@ -141,14 +140,11 @@ def _write_run_dir(out, overwrite: bool, posterior, config: dict, data, document
     suggested = run_suggestions(posterior, data, echo)  # the posterior predictive's class, every example
     with staged_directory(out, overwrite) as stage:
         write_json(stage / "metrics.json", document)
-        write_weights_csv(stage / "weights.csv", summary, data.y_train.numpy(), clean, flagged=keep,
-                          suggested=suggested,
-                          p_clean=probe_calibrated_clean(summary["mean"], data.groups.get(PROBE_GROUP), posterior.hyper))
+        write_weight_files(stage, summary, data.y_train.numpy(), clean, keep,
+                           f"{document['scenario']}: posterior mean weights", suggested=suggested,
+                           p_clean=probe_calibrated_clean(summary["mean"], data.groups.get(PROBE_GROUP), posterior.hyper))
         posterior.save_draws(stage / "draws.nc", example_coords(data))
         save_posterior_state(stage / STATE_FILE, posterior, config, tuple(data.x_train.shape[1:]), data.num_classes)
-        save_weight_histograms(stage / "weights_by_group.png", summary["mean"][keep], data.y_train.numpy()[keep],
-                              None if clean is None else clean[keep],
-                              title=f"{document['scenario']}: posterior mean weights")
         save_gallery_examples(stage, data, echo=echo)
         write_run_report(stage, run_label=str(out), echo=echo)  # a report that cannot be built only warns
     posterior.draws.close()

@@ -140,3 +140,26 @@ def test_streamed_draws_stay_readable_after_save(tmp_path):
     np.testing.assert_array_equal(post.draws.weights().values, before)
     for run in ("a", "b"):
         np.testing.assert_array_equal(dps.weight_draws(dps.to_arviz(tmp_path / run)).values, before)
+
+
+def test_save_with_probe_rows_writes_p_clean_and_leaves_probes_out(post, tmp_path, monkeypatch):
+    """A notebook run whose last 8 rows are marked as probes (4 good copies, 4 corrupted) gets what a CLI run with
+    probes gets: P(clean) calibrated on them, no clean flag on them, and a histogram of the user's rows only."""
+    import pandas as pd
+
+    from pyro_dps.clean_probability import clean_probability, fit_calibration
+    from pyro_dps.probes import BAD, GOOD, PROBE_GROUP
+
+    import pyro_dps.outputs as outputs
+
+    drawn = []
+    monkeypatch.setattr(outputs, "save_weight_histograms", lambda path, mean, *a, **k: drawn.append(len(mean)))
+    status = np.zeros(N, np.int64)
+    status[-8:-4], status[-4:] = GOOD, BAD
+    out = post.save(tmp_path / "run", coords={"clean": _clean(), PROBE_GROUP: status}, echo=lambda *a: None)
+    weights = pd.read_csv(out / "weights.csv")
+    mean = post.weight_summary()["mean"]
+    expected = clean_probability(mean, fit_calibration(mean[-8:-4], mean[-4:]), 0.7)  # the prior: beta = 0.7
+    np.testing.assert_allclose(weights["p_clean"], expected, atol=2e-6)
+    assert weights["clean"].isna().tolist() == [False] * (N - 8) + [True] * 8
+    assert drawn == [N - 8]  # the histogram shows the user's own rows
