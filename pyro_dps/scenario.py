@@ -98,10 +98,11 @@ def _run(config, out, seed, device, chains, progress, echo, resume, checkpoint_e
     methods = {"bads": _bads_metrics(posterior, data)}
     for name, settings in config["baselines"].items():
         methods[name] = _run_baseline(name, settings, config, data, sampler, seed, total_steps, posterior.hyper)
-    document = _metrics(config, data, data_spec, length, posterior, methods)
+    p_clean = probe_calibrated_clean(posterior.weight_summary()["mean"], data.groups.get(PROBE_GROUP), posterior.hyper)
+    document = _metrics(config, data, data_spec, length, posterior, methods, p_clean)
     echo(result_table(document))
     if out is not None:
-        _write_run_dir(out, overwrite, posterior, config, data, document, echo)
+        _write_run_dir(out, overwrite, posterior, config, data, document, p_clean, echo)
         for path in side.values():
             path.unlink(missing_ok=True)
     return document
@@ -115,11 +116,11 @@ def _refuse_legacy_checkpoint(out, resuming: bool, side: dict) -> None:
                           "loaded (a pickle can run code) and cannot be continued; delete it and run without --resume")
 
 
-def _metrics(config: dict, data, data_spec: dict, length, posterior, methods: dict) -> dict:
-    """metrics.json of a run: every method's test accuracy, the weights' quality against the ground truth, the
-    mean weight by group, the probes, the configuration as run ("auto" lengths resolved) and the model record."""
+def _metrics(config: dict, data, data_spec: dict, length, posterior, methods: dict, p_clean) -> dict:
+    """metrics.json of a run: every method's test accuracy, the weights' quality against the ground truth (with
+    `p_clean`, the probes' P(clean) per row, or None), the mean weight by group, the probes, the configuration as
+    run ("auto" lengths resolved) and the model record."""
     summary = posterior.weight_summary()
-    p_clean = probe_calibrated_clean(summary["mean"], data.groups.get(PROBE_GROUP), posterior.hyper)
     document = metrics_document(data.name if config["name"] == "custom" else config["name"], methods,
                                 weight_metrics(summary["mean"], data, p_clean))
     document["mean_weight_by_group"] = mean_weight_by_group(summary["mean"], data)
@@ -132,8 +133,8 @@ def _metrics(config: dict, data, data_spec: dict, length, posterior, methods: di
     return document
 
 
-def _write_run_dir(out, overwrite: bool, posterior, config: dict, data, document: dict, echo) -> None:
-    """The run directory, staged and published when every file is written."""
+def _write_run_dir(out, overwrite: bool, posterior, config: dict, data, document: dict, p_clean, echo) -> None:
+    """The run directory, staged and published when every file is written (`p_clean`: weights.csv's column)."""
     summary = posterior.weight_summary()
     clean = None if data.clean is None else data.clean.numpy()
     keep = non_probe_mask(data)
@@ -141,8 +142,7 @@ def _write_run_dir(out, overwrite: bool, posterior, config: dict, data, document
     with staged_directory(out, overwrite) as stage:
         write_json(stage / "metrics.json", document)
         write_weight_files(stage, summary, data.y_train.numpy(), clean, keep,
-                           f"{document['scenario']}: posterior mean weights", suggested=suggested,
-                           p_clean=probe_calibrated_clean(summary["mean"], data.groups.get(PROBE_GROUP), posterior.hyper))
+                           f"{document['scenario']}: posterior mean weights", suggested=suggested, p_clean=p_clean)
         posterior.save_draws(stage / "draws.nc", example_coords(data))
         save_posterior_state(stage / STATE_FILE, posterior, config, tuple(data.x_train.shape[1:]), data.num_classes)
         save_gallery_examples(stage, data, echo=echo)
